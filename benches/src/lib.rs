@@ -1,0 +1,1 @@
+//! Benchmarks of the workspace crates and the compare program against cryptsetup.

@@ -1,0 +1,15 @@
+//! Pure-Rust LUKS2.
+//!
+//! This crate reads, validates and writes LUKS2 headers and keyslots exactly as cryptsetup 2.6
+//! does, so that a volume formatted here opens with stock cryptsetup and vice versa.
+//!
+//! It is sans-IO at its core: parsing works on byte slices, device access goes through a small
+//! read-at/write-at trait. It must never depend on tokio, the network or device-mapper (that is
+//! the `dm` crate's job) and contains no unsafe code.
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod secret;
+
+pub use error::{Error, ErrorKind, Result};
+pub use secret::{Passphrase, VolumeKey};
