@@ -8,6 +8,7 @@
 //! the `dm` crate's job) and contains no unsafe code.
 #![forbid(unsafe_code)]
 
+pub mod crypto;
 pub mod error;
 pub mod secret;
 
