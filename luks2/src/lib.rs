@@ -10,6 +10,9 @@
 
 pub mod crypto;
 pub mod error;
+pub mod header;
+pub mod io;
+pub mod metadata;
 pub mod secret;
 
 pub use error::{Error, ErrorKind, Result};

@@ -1,0 +1,496 @@
+//! The LUKS2 header on a device: reading both copies, choosing one, writing crash-safely.
+//!
+//! Layout: primary binary header + JSON area at 0, the secondary copy at `hdr_size`, the
+//! keyslots area from `2 * hdr_size`. Reading follows cryptsetup's `LUKS2_disk_hdr_read`: the
+//! primary at 0, the secondary at the primary's `hdr_size` (or, when the primary is unusable, at
+//! the first of the nine allowed offsets that holds a secondary header), the higher `seqid` wins.
+//! Unlike cryptsetup, reading never writes: [`ReadReport`] says which copy is bad or stale and
+//! [`repair`] rewrites it.
+//!
+//! Writing ([`write`]) takes the device lock, checks that the on-disk header did not change since
+//! it was read, bumps `seqid`, then for the primary and then the secondary copy: binary header
+//! with a zero checksum, JSON area, binary header with the checksum, fsync. A crash at any point
+//! leaves at least one valid copy holding either the old or the new metadata.
+
+pub mod binary;
+
+use crate::error::{Error, Result};
+use crate::io::{Device, with_exclusive_lock};
+use crate::metadata::{HDR_SIZES, Metadata};
+
+use binary::{BIN_HEADER_LEN, BinaryHeader, ChecksumAlg, Copy, SALT_LEN};
+
+/// The validated header: binary header fields plus the metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Header {
+    seqid: u64,
+    label: String,
+    subsystem: String,
+    uuid: String,
+    checksum_alg: ChecksumAlg,
+    /// The JSON metadata. Modify it, then [`write`] the header.
+    pub metadata: Metadata,
+}
+
+/// State of one header copy after reading.
+#[derive(Debug)]
+pub enum CopyStatus {
+    /// Valid and chosen.
+    Valid,
+    /// Valid but with a lower `seqid` than the other copy: it needs rewriting.
+    Stale {
+        /// Its sequence id.
+        seqid: u64,
+    },
+    /// Not usable (missing, bad checksum, invalid metadata...).
+    Invalid(Error),
+}
+
+impl CopyStatus {
+    /// Whether this copy is the valid, current one.
+    pub fn is_valid(&self) -> bool {
+        matches!(self, CopyStatus::Valid)
+    }
+}
+
+/// What reading found.
+#[derive(Debug)]
+pub struct ReadReport {
+    /// The primary copy.
+    pub primary: CopyStatus,
+    /// The secondary copy.
+    pub secondary: CopyStatus,
+    /// Where the secondary copy was looked for (or found, after a scan).
+    pub secondary_offset: Option<u64>,
+}
+
+impl ReadReport {
+    /// Whether one copy needs to be rewritten (`repair`).
+    pub fn needs_repair(&self) -> bool {
+        !(self.primary.is_valid() && self.secondary.is_valid())
+    }
+}
+
+/// One copy read from disk, checksum verified.
+struct RawCopy {
+    bin: BinaryHeader,
+    json_area: Vec<u8>,
+}
+
+fn read_copy<D: Device + ?Sized>(dev: &D, copy: Copy, offset: u64) -> Result<RawCopy> {
+    let mut raw = vec![0u8; BIN_HEADER_LEN];
+    dev.read_exact_at(offset, &mut raw)
+        .map_err(|e| io_or_short(e, copy))?;
+    let bin = BinaryHeader::parse(&raw)?;
+    let json_len = bin.sanity_check(copy, offset)?;
+    let mut json_area = vec![0u8; json_len];
+    dev.read_exact_at(offset + BIN_HEADER_LEN as u64, &mut json_area)
+        .map_err(|e| io_or_short(e, copy))?;
+    binary::verify_checksum(copy, &bin, &raw, &json_area)?;
+    Ok(RawCopy { bin, json_area })
+}
+
+fn io_or_short(e: std::io::Error, copy: Copy) -> Error {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        Error::header(
+            if copy == Copy::Primary {
+                "primary header"
+            } else {
+                "secondary header"
+            },
+            "device too short",
+        )
+    } else {
+        Error::io("reading the header", e)
+    }
+}
+
+enum Slot {
+    Ok(RawCopy, Box<Metadata>),
+    /// Binary header and checksum fine, metadata invalid (cryptsetup's HDR_OBSOLETE).
+    BadJson(RawCopy, Error),
+    Fail(Error),
+}
+
+fn load_copy<D: Device + ?Sized>(dev: &D, copy: Copy, offset: u64) -> Slot {
+    match read_copy(dev, copy, offset) {
+        Ok(raw) => match Metadata::parse(&raw.json_area, raw.bin.hdr_size) {
+            Ok(m) => Slot::Ok(raw, Box::new(m)),
+            Err(e) => Slot::BadJson(raw, e),
+        },
+        Err(e) => Slot::Fail(e),
+    }
+}
+
+impl Slot {
+    fn status(&self) -> CopyStatus {
+        match self {
+            Slot::Ok(..) => CopyStatus::Valid,
+            Slot::BadJson(_, e) | Slot::Fail(e) => CopyStatus::Invalid(clone_error(e)),
+        }
+    }
+}
+
+/// A copy of an error for reporting (errors hold `io::Error`, which is not `Clone`).
+fn clone_error(e: &Error) -> Error {
+    match e {
+        Error::Io { context, source } => Error::io(
+            context,
+            std::io::Error::new(source.kind(), source.to_string()),
+        ),
+        Error::NotLuks2 => Error::NotLuks2,
+        Error::InvalidHeader { field, reason } => Error::header(field, reason.clone()),
+        Error::Checksum { copy } => Error::Checksum { copy },
+        Error::Json(s) => Error::Json(s.clone()),
+        other => Error::header("header", other.to_string()),
+    }
+}
+
+/// Everything reading found, with the raw bytes of the chosen copy (for repair).
+struct Loaded {
+    header: Header,
+    report: ReadReport,
+    chosen: Copy,
+    json_area: Vec<u8>,
+    bin: BinaryHeader,
+}
+
+fn load<D: Device + ?Sized>(dev: &D) -> Result<Loaded> {
+    let primary = load_copy(dev, Copy::Primary, 0);
+    let (secondary, secondary_offset) = match &primary {
+        Slot::Ok(raw, _) | Slot::BadJson(raw, _) => {
+            let off = raw.bin.hdr_size;
+            (load_copy(dev, Copy::Secondary, off), Some(off))
+        }
+        Slot::Fail(_) => {
+            let mut found = (
+                Slot::Fail(Error::header(
+                    "secondary header",
+                    "not found at any allowed offset",
+                )),
+                None,
+            );
+            for off in HDR_SIZES {
+                let s = load_copy(dev, Copy::Secondary, off);
+                if !matches!(s, Slot::Fail(_)) {
+                    found = (s, Some(off));
+                    break;
+                }
+            }
+            found
+        }
+    };
+    let mut report = ReadReport {
+        primary: primary.status(),
+        secondary: secondary.status(),
+        secondary_offset,
+    };
+    let (chosen, raw, metadata) = match (primary, secondary) {
+        (Slot::Ok(p, pm), Slot::Ok(s, sm)) => {
+            if p.bin.seqid >= s.bin.seqid {
+                if p.bin.seqid > s.bin.seqid {
+                    report.secondary = CopyStatus::Stale { seqid: s.bin.seqid };
+                }
+                (Copy::Primary, p, pm)
+            } else {
+                report.primary = CopyStatus::Stale { seqid: p.bin.seqid };
+                (Copy::Secondary, s, sm)
+            }
+        }
+        (Slot::Ok(p, pm), _) => (Copy::Primary, p, pm),
+        (_, Slot::Ok(s, sm)) => (Copy::Secondary, s, sm),
+        (p, _) => {
+            return Err(match p {
+                Slot::Fail(e) | Slot::BadJson(_, e) => e,
+                Slot::Ok(..) => Error::NotLuks2,
+            });
+        }
+    };
+    let need = metadata.header_area_size();
+    let size = dev
+        .size()
+        .map_err(|e| Error::io("getting the device size", e))?;
+    if size < need {
+        return Err(Error::header(
+            "device size",
+            format!("device is too small: {size} bytes, the header and keyslots need {need}"),
+        ));
+    }
+    let header = Header {
+        seqid: raw.bin.seqid,
+        label: binary::c_str(&raw.bin.label),
+        subsystem: binary::c_str(&raw.bin.subsystem),
+        uuid: binary::c_str(&raw.bin.uuid),
+        checksum_alg: raw.bin.checksum_algorithm()?,
+        metadata: *metadata,
+    };
+    Ok(Loaded {
+        header,
+        report,
+        chosen,
+        json_area: raw.json_area,
+        bin: raw.bin,
+    })
+}
+
+/// Reads and validates the header; see [`read_with_report`] for the state of each copy.
+pub fn read<D: Device + ?Sized>(dev: &D) -> Result<Header> {
+    load(dev).map(|l| l.header)
+}
+
+/// Reads and validates the header and reports the state of both copies.
+pub fn read_with_report<D: Device + ?Sized>(dev: &D) -> Result<(Header, ReadReport)> {
+    load(dev).map(|l| (l.header, l.report))
+}
+
+/// Reads the header from a byte buffer (a header backup, a fuzz input).
+pub fn read_bytes(bytes: &[u8]) -> Result<Header> {
+    read(&ReadOnlySlice(bytes))
+}
+
+struct ReadOnlySlice<'a>(&'a [u8]);
+
+impl Device for ReadOnlySlice<'_> {
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let start = usize::try_from(offset).map_err(std::io::Error::other)?;
+        let src = start
+            .checked_add(buf.len())
+            .and_then(|end| self.0.get(start..end))
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+    fn write_all_at(&mut self, _: u64, _: &[u8]) -> std::io::Result<()> {
+        Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied))
+    }
+    fn sync(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn size(&self) -> std::io::Result<u64> {
+        Ok(self.0.len() as u64)
+    }
+}
+
+/// Options for a brand-new header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewHeaderParams {
+    /// UUID; `None` for a random one. Must parse as a UUID; stored lowercase and hyphenated.
+    pub uuid: Option<String>,
+    /// Label (at most 47 bytes).
+    pub label: String,
+    /// Subsystem (at most 47 bytes).
+    pub subsystem: String,
+}
+
+impl Header {
+    /// A header that has never been written, for `metadata` (whose `config.json_size` sets the
+    /// header size). Its `seqid` is 0, so the first [`write_new`] stores 1, as cryptsetup's
+    /// format does.
+    pub fn new(params: &NewHeaderParams, metadata: Metadata) -> Result<Self> {
+        let uuid = match &params.uuid {
+            Some(u) => uuid::Uuid::parse_str(u).map_err(|e| {
+                Error::InvalidArgument(format!("wrong LUKS UUID format {u:?}: {e}"))
+            })?,
+            None => {
+                let mut bytes = [0u8; 16];
+                getrandom::fill(&mut bytes)
+                    .map_err(|e| Error::io("generating a UUID", std::io::Error::other(e)))?;
+                uuid::Builder::from_random_bytes(bytes).into_uuid()
+            }
+        };
+        let mut h = Header {
+            seqid: 0,
+            label: String::new(),
+            subsystem: String::new(),
+            uuid: uuid.hyphenated().to_string(),
+            checksum_alg: ChecksumAlg::Sha256,
+            metadata,
+        };
+        h.set_label(&params.label)?;
+        h.set_subsystem(&params.subsystem)?;
+        if !HDR_SIZES.contains(&h.hdr_size()) {
+            return Err(Error::InvalidArgument(format!(
+                "unsupported LUKS2 metadata size {}",
+                h.hdr_size()
+            )));
+        }
+        Ok(h)
+    }
+
+    /// Sequence id of the copy this header was read from (or last written).
+    pub fn seqid(&self) -> u64 {
+        self.seqid
+    }
+
+    /// The label.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The subsystem.
+    pub fn subsystem(&self) -> &str {
+        &self.subsystem
+    }
+
+    /// The UUID text as stored.
+    pub fn uuid(&self) -> &str {
+        &self.uuid
+    }
+
+    /// The checksum algorithm.
+    pub fn checksum_alg(&self) -> ChecksumAlg {
+        self.checksum_alg
+    }
+
+    /// Size of one header copy (binary header + JSON area).
+    pub fn hdr_size(&self) -> u64 {
+        self.metadata.hdr_size()
+    }
+
+    /// Bytes taken by both header copies and the keyslots area (the size of a header backup).
+    pub fn header_area_size(&self) -> u64 {
+        self.metadata.header_area_size()
+    }
+
+    /// Sets the label (at most 47 bytes, no NUL).
+    pub fn set_label(&mut self, label: &str) -> Result<()> {
+        binary::to_c_field::<{ binary::LABEL_LEN }>(label, "label")?;
+        self.label = label.to_owned();
+        Ok(())
+    }
+
+    /// Sets the subsystem (at most 47 bytes, no NUL).
+    pub fn set_subsystem(&mut self, subsystem: &str) -> Result<()> {
+        binary::to_c_field::<{ binary::LABEL_LEN }>(subsystem, "subsystem")?;
+        self.subsystem = subsystem.to_owned();
+        Ok(())
+    }
+
+    fn binary(&self, copy: Copy, seqid: u64) -> Result<BinaryHeader> {
+        let hdr_size = self.hdr_size();
+        let mut salt = [0u8; SALT_LEN];
+        getrandom::fill(&mut salt)
+            .map_err(|e| Error::io("generating a header salt", std::io::Error::other(e)))?;
+        Ok(BinaryHeader {
+            magic: copy.magic(),
+            version: 2,
+            hdr_size,
+            seqid,
+            label: binary::to_c_field(&self.label, "label")?,
+            checksum_alg: binary::to_c_field(self.checksum_alg.name(), "checksum_alg")?,
+            salt,
+            uuid: binary::to_c_field(&self.uuid, "uuid")?,
+            subsystem: binary::to_c_field(&self.subsystem, "subsystem")?,
+            hdr_offset: if copy == Copy::Primary { 0 } else { hdr_size },
+            csum: [0u8; binary::CSUM_LEN],
+        })
+    }
+}
+
+/// Writes one copy: binary header without checksum, JSON area, binary header with checksum, sync.
+fn write_copy<D: Device + ?Sized>(dev: &mut D, bin: &BinaryHeader, json_area: &[u8]) -> Result<()> {
+    let ctx = if bin.hdr_offset == 0 {
+        "writing the primary header"
+    } else {
+        "writing the secondary header"
+    };
+    let offset = bin.hdr_offset;
+    dev.write_all_at(offset, &bin.to_bytes())
+        .map_err(|e| Error::io(ctx, e))?;
+    dev.write_all_at(offset + BIN_HEADER_LEN as u64, json_area)
+        .map_err(|e| Error::io(ctx, e))?;
+    let sealed = binary::seal(bin, json_area)?;
+    dev.write_all_at(offset, &sealed)
+        .map_err(|e| Error::io(ctx, e))?;
+    dev.sync().map_err(|e| Error::io(ctx, e))
+}
+
+/// The JSON area for `header`, after checking the metadata is writable and passes the same
+/// validation as reading.
+fn prepare(header: &Header) -> Result<Vec<u8>> {
+    header.metadata.ensure_writable()?;
+    let area = header.metadata.to_json_area()?;
+    Metadata::parse(&area, header.hdr_size())
+        .map_err(|e| Error::InvalidArgument(format!("refusing to write invalid metadata: {e}")))?;
+    Ok(area)
+}
+
+fn write_both<D: Device + ?Sized>(dev: &mut D, header: &mut Header, area: &[u8]) -> Result<()> {
+    let seqid = header
+        .seqid
+        .checked_add(1)
+        .ok_or_else(|| Error::InvalidArgument("seqid overflow".into()))?;
+    write_copy(dev, &header.binary(Copy::Primary, seqid)?, area)?;
+    write_copy(dev, &header.binary(Copy::Secondary, seqid)?, area)?;
+    header.seqid = seqid;
+    Ok(())
+}
+
+/// Writes an updated header: takes the device lock, aborts with [`Error::Busy`] if the on-disk
+/// header (same UUID) changed since `header` was read, then writes both copies with `seqid + 1`.
+/// Refuses headers with mandatory requirements ([`Error::ReadOnlyRequirements`]) and metadata
+/// that does not validate.
+pub fn write<D: Device + ?Sized>(dev: &mut D, header: &mut Header) -> Result<()> {
+    with_exclusive_lock(dev, |dev| write_locked(dev, header))
+}
+
+/// [`write`] for a caller that already holds the device lock (e.g. across a keyslot-area write
+/// and the header update).
+pub fn write_locked<D: Device + ?Sized>(dev: &mut D, header: &mut Header) -> Result<()> {
+    let area = prepare(header)?;
+    if let Ok(on_disk) = read(&*dev)
+        && on_disk.uuid == header.uuid
+        && on_disk.seqid != header.seqid
+    {
+        return Err(Error::Busy(format!(
+            "concurrent LUKS2 metadata update detected (on-disk seqid {}, expected {})",
+            on_disk.seqid, header.seqid
+        )));
+    }
+    write_both(dev, header, &area)
+}
+
+/// Writes a brand-new header (format), without comparing with whatever is on the device.
+/// Takes the device lock.
+pub fn write_new<D: Device + ?Sized>(dev: &mut D, header: &mut Header) -> Result<()> {
+    with_exclusive_lock(dev, |dev| {
+        let area = prepare(header)?;
+        write_both(dev, header, &area)
+    })
+}
+
+/// What [`repair`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepairOutcome {
+    /// Both copies were valid and current.
+    NothingToDo,
+    /// This copy was rewritten from the other.
+    Rewrote(Copy),
+}
+
+/// Rewrites a bad or stale header copy from the good one (same JSON bytes and seqid, fresh salt),
+/// under the device lock. Fails if neither copy is valid.
+pub fn repair<D: Device + ?Sized>(dev: &mut D) -> Result<RepairOutcome> {
+    with_exclusive_lock(dev, |dev| {
+        let loaded = load(&*dev)?;
+        if !loaded.report.needs_repair() {
+            return Ok(RepairOutcome::NothingToDo);
+        }
+        let target = match loaded.chosen {
+            Copy::Primary => Copy::Secondary,
+            Copy::Secondary => Copy::Primary,
+        };
+        let mut bin = loaded.header.binary(target, loaded.bin.seqid)?;
+        // Keep the good copy's binary fields exactly (label bytes, checksum algorithm).
+        bin.label = loaded.bin.label;
+        bin.subsystem = loaded.bin.subsystem;
+        bin.uuid = loaded.bin.uuid;
+        bin.checksum_alg = loaded.bin.checksum_alg;
+        write_copy(dev, &bin, &loaded.json_area)?;
+        Ok(RepairOutcome::Rewrote(target))
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;
