@@ -1,2 +1,34 @@
 //! Activation of LUKS2 volumes through device-mapper ioctls (dm-crypt), with the volume key in the
 //! kernel keyring. Depends on `luks2`; never on `kms` or `csi`.
+//!
+//! - [`DeviceMapper::activate`] builds the dm-crypt table from a [`CryptVolume`] (the LUKS2
+//!   segment: cipher, IV tweak, data offset, size, sector size, persistent flags) and loads it
+//!   with `DM_SECURE_DATA`; the key goes to the kernel keyring as a `logon` key and the table
+//!   only names it (`:<len>:logon:onmetal-csi:<DM UUID>`). DM UUIDs follow cryptsetup
+//!   (`CRYPT-LUKS2-<uuid>-<name>`), so `cryptsetup status/close` work on our mappings.
+//! - [`DeviceMapper::resize`] reloads the table for the grown device with the key still in the
+//!   keyring; [`DeviceMapper::deactivate`] removes the mapping and drops the key;
+//!   [`DeviceMapper::status`] and [`DeviceMapper::list`] inspect.
+//! - `/dev/mapper/<name>` exists when activation returns, with or without udev.
+//!
+//! The table builder is in `table`, keyring handling in `keyring`, and the only `unsafe` code
+//! (raw `add_key`/`keyctl`/`mknod` calls) in `sys`.
+
+mod device;
+mod error;
+mod keyring;
+mod mapper;
+mod segment;
+mod sys;
+mod table;
+mod types;
+
+pub use device::{MAPPER_DIR, mapper_path};
+pub use error::{Error, Result};
+pub use keyring::KEY_PREFIX;
+pub use mapper::{DM_UUID_PREFIX, DeviceMapper, MappingStatus, dm_uuid};
+pub use segment::{
+    ActivateOptions, CryptFlags, CryptSegment, CryptVolume, SectorSize, SegmentSize,
+};
+pub use table::{KeyringKey, ParsedCrypt, TableKey};
+pub use types::{Bytes, DM_NAME_MAX, DevNum, DmName, Sectors};

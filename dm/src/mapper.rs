@@ -1,0 +1,346 @@
+//! Activating, resizing, inspecting and removing dm-crypt mappings through device-mapper ioctls.
+
+use std::path::{Path, PathBuf};
+
+use devicemapper::{DM, DevId, DmFlags, DmOptions, DmUuid};
+
+use crate::device;
+use crate::error::{Error, Result, ioctl_errno};
+use crate::keyring;
+use crate::segment::{ActivateOptions, CryptVolume};
+use crate::table::{self, KeyringKey, ParsedCrypt, TableKey};
+use crate::types::{DevNum, DmName, Sectors};
+
+/// The DM UUID prefix cryptsetup gives LUKS2 mappings; `cryptsetup status/close` rely on it.
+pub const DM_UUID_PREFIX: &str = "CRYPT-LUKS2-";
+
+/// Longest DM UUID the kernel accepts (`DM_UUID_LEN` minus the terminating NUL).
+const DM_UUID_MAX: usize = 128;
+
+/// The DM UUID cryptsetup would give mapping `name` of the LUKS2 volume `uuid`.
+pub fn dm_uuid(uuid: &uuid::Uuid, name: &DmName) -> Result<String> {
+    let s = format!("{DM_UUID_PREFIX}{}-{name}", uuid.simple());
+    if s.len() > DM_UUID_MAX {
+        return Err(Error::InvalidName {
+            name: name.to_string(),
+            reason: "too long for a LUKS2 DM UUID (at most 83 bytes)",
+        });
+    }
+    Ok(s)
+}
+
+/// The state of an active crypt mapping.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MappingStatus {
+    /// The mapping's name.
+    pub name: DmName,
+    /// Its DM UUID (`CRYPT-LUKS2-…` for LUKS2 mappings).
+    pub dm_uuid: Option<String>,
+    /// Its device number.
+    pub device: DevNum,
+    /// `/dev/mapper/<name>`.
+    pub path: PathBuf,
+    /// Its size.
+    pub size: Sectors,
+    /// Whether the active table is read-only.
+    pub read_only: bool,
+    /// How many openers the mapping has (mounts, other mappings, processes).
+    pub open_count: u32,
+    /// The crypt target's parameters.
+    pub crypt: ParsedCrypt,
+    /// The backing device's node, when sysfs names one.
+    pub backing_path: Option<PathBuf>,
+}
+
+impl MappingStatus {
+    /// The key reference, when the key is in the kernel keyring.
+    pub fn keyring_key(&self) -> Option<&KeyringKey> {
+        match &self.crypt.key {
+            TableKey::Keyring(k) => Some(k),
+            TableKey::Inline => None,
+        }
+    }
+}
+
+/// A handle on the kernel's device-mapper (`/dev/mapper/control`).
+pub struct DeviceMapper {
+    dm: DM,
+}
+
+impl std::fmt::Debug for DeviceMapper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeviceMapper")
+    }
+}
+
+/// How many times (and how long apart) removal is retried while the device is briefly busy, e.g.
+/// while udev or blkid still holds it open after a close.
+const REMOVE_ATTEMPTS: u32 = 2;
+const REMOVE_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
+
+impl DeviceMapper {
+    /// Opens `/dev/mapper/control`.
+    pub fn new() -> Result<Self> {
+        DM::new()
+            .map(|dm| DeviceMapper { dm })
+            .map_err(Error::Unavailable)
+    }
+
+    /// Activates `volume` on the block device `device` as `/dev/mapper/<name>`, with `key` (the
+    /// volume key, which goes to the kernel keyring and nowhere else).
+    ///
+    /// The mapping is created with DM UUID `CRYPT-LUKS2-<uuid>-<name>`; its table is loaded with
+    /// `DM_SECURE_DATA` and names the key as `:<len>:logon:onmetal-csi:<DM UUID>`. On any failure
+    /// everything created so far (mapping, key) is removed again.
+    pub fn activate(
+        &self,
+        name: &DmName,
+        device: &Path,
+        volume: &CryptVolume,
+        key: &[u8],
+        options: &ActivateOptions,
+    ) -> Result<MappingStatus> {
+        if !(16..=128).contains(&key.len()) {
+            return Err(Error::InvalidKeyLength(key.len()));
+        }
+        let uuid = dm_uuid(&volume.uuid, name)?;
+        let dm_name = name.as_dm()?;
+        let id = DevId::Name(dm_name);
+        match self.dm.device_info(&id) {
+            Ok(_) => return Err(Error::AlreadyExists(name.to_string())),
+            Err(e) if ioctl_errno(&e) == Some(libc::ENXIO) => {}
+            Err(e) => return Err(Error::ioctl("info", name.as_str(), e)),
+        }
+        let backing = device::block_device(device)?;
+        let device_size = device::size(backing)?;
+        let key_ref = KeyringKey {
+            key_size: key.len(),
+            key_type: keyring::KEY_TYPE.to_owned(),
+            description: keyring::description(&uuid),
+        };
+        let target = table::build(volume, &key_ref, backing, device_size, options.flags)?;
+
+        let staged = keyring::install(&key_ref.description, key)?;
+        let dm_uuid = DmUuid::new(&uuid).map_err(|e| Error::ioctl("uuid", name.as_str(), e))?;
+        let ro = if options.read_only {
+            DmFlags::DM_READONLY
+        } else {
+            DmFlags::empty()
+        };
+        let created = self
+            .dm
+            .device_create(dm_name, Some(dm_uuid), DmOptions::default().set_flags(ro))
+            .map_err(|e| match ioctl_errno(&e) {
+                Some(libc::EBUSY) => Error::AlreadyExists(name.to_string()),
+                _ => Error::ioctl("create", name.as_str(), e),
+            });
+        let created = match created {
+            Ok(info) => info,
+            Err(e) => {
+                drop(staged);
+                self.forget_key(&key_ref.description);
+                return Err(e);
+            }
+        };
+        let loaded = self
+            .dm
+            .table_load(
+                &id,
+                &[(0, target.length.0, "crypt".to_owned(), target.params)],
+                DmOptions::default().set_flags(DmFlags::DM_SECURE_DATA | ro),
+            )
+            .map_err(|e| Error::ioctl("table load", name.as_str(), e))
+            .and_then(|_| {
+                self.dm
+                    .device_suspend(&id, DmOptions::default())
+                    .map_err(|e| Error::ioctl("resume", name.as_str(), e))
+            });
+        drop(staged);
+        let dev = DevNum {
+            major: created.device().major,
+            minor: created.device().minor,
+        };
+        let node = loaded.and_then(|_| device::ensure_mapper_node(name, dev));
+        if let Err(e) = node {
+            if let Err(e2) = self.dm.device_remove(&id, DmOptions::default()) {
+                tracing::warn!(mapping = %name, error = %e2, "cleanup after failed activation");
+            }
+            device::remove_mapper_node(name, dev);
+            self.forget_key(&key_ref.description);
+            return Err(e);
+        }
+        tracing::info!(mapping = %name, "activated");
+        self.status(name)?
+            .ok_or_else(|| Error::NotFound(name.to_string()))
+    }
+
+    /// Removes mapping `name` and drops its key from the keyring. A mapping that stays in use
+    /// after a few short retries is left as it is and reported as [`Error::Busy`].
+    pub fn deactivate(&self, name: &DmName) -> Result<()> {
+        let status = self
+            .status(name)?
+            .ok_or_else(|| Error::NotFound(name.to_string()))?;
+        let id = DevId::Name(name.as_dm()?);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.dm.device_remove(&id, DmOptions::default()) {
+                Ok(_) => break,
+                Err(e) if ioctl_errno(&e) == Some(libc::EBUSY) => {
+                    if attempt >= REMOVE_ATTEMPTS {
+                        return Err(Error::Busy(name.to_string()));
+                    }
+                    std::thread::sleep(REMOVE_PAUSE);
+                }
+                Err(e) if ioctl_errno(&e) == Some(libc::ENXIO) => {
+                    return Err(Error::NotFound(name.to_string()));
+                }
+                Err(e) => return Err(Error::ioctl("remove", name.as_str(), e)),
+            }
+        }
+        device::remove_mapper_node(name, status.device);
+        if let Some(k) = status.keyring_key()
+            && keyring::is_ours(&k.description)
+        {
+            self.forget_key(&k.description);
+        }
+        tracing::info!(mapping = %name, "deactivated");
+        Ok(())
+    }
+
+    /// Grows (or shrinks) mapping `name` to its backing device's current size, without the key:
+    /// the reloaded table references the key that is still in the kernel keyring. Returns the
+    /// new size.
+    pub fn resize(&self, name: &DmName) -> Result<Sectors> {
+        let id = DevId::Name(name.as_dm()?);
+        let (info, params) = self.crypt_table(name)?;
+        let parsed = table::parse(&params)?;
+        let TableKey::Keyring(key) = &parsed.key else {
+            return Err(Error::KeyUnavailable(name.to_string()));
+        };
+        let length = table::grown_length(&parsed, device::size(parsed.device)?)?;
+        let current = self.status(name)?.map(|s| s.size);
+        if current == Some(length) {
+            return Ok(length);
+        }
+        let Some(staged) = keyring::stage_existing(&key.description)? else {
+            return Err(Error::KeyUnavailable(name.to_string()));
+        };
+        let ro = info.flags() & DmFlags::DM_READONLY;
+        let loaded = self.dm.table_load(
+            &id,
+            &[(0, length.0, "crypt".to_owned(), params)],
+            DmOptions::default().set_flags(DmFlags::DM_SECURE_DATA | ro),
+        );
+        drop(staged);
+        if let Err(e) = loaded {
+            return Err(match ioctl_errno(&e) {
+                Some(libc::ENOKEY | libc::EKEYREJECTED | libc::EKEYREVOKED) => {
+                    Error::KeyUnavailable(name.to_string())
+                }
+                _ => Error::ioctl("table load", name.as_str(), e),
+            });
+        }
+        if let Err(e) = self.dm.device_suspend(&id, DmOptions::default()) {
+            if let Err(e2) = self.dm.table_clear(&id) {
+                tracing::warn!(mapping = %name, error = %e2, "clearing the inactive table");
+            }
+            return Err(Error::ioctl("resume", name.as_str(), e));
+        }
+        tracing::info!(mapping = %name, sectors = length.0, "resized");
+        Ok(length)
+    }
+
+    /// The state of mapping `name`, or `None` if there is no such mapping.
+    pub fn status(&self, name: &DmName) -> Result<Option<MappingStatus>> {
+        let (info, params) = match self.crypt_table(name) {
+            Ok(t) => t,
+            Err(Error::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let crypt = table::parse(&params)?;
+        let device = DevNum {
+            major: info.device().major,
+            minor: info.device().minor,
+        };
+        let size = device::size(device)?;
+        Ok(Some(MappingStatus {
+            name: name.clone(),
+            dm_uuid: info.uuid().map(|u| u.to_string()),
+            device,
+            path: device::mapper_path(name),
+            size,
+            read_only: info.flags().contains(DmFlags::DM_READONLY),
+            open_count: u32::try_from(info.open_count()).unwrap_or(0),
+            backing_path: device::node_path(crypt.device),
+            crypt,
+        }))
+    }
+
+    /// The names of the active LUKS2 crypt mappings whose keys this crate manages.
+    pub fn list(&self) -> Result<Vec<DmName>> {
+        let devices = self
+            .dm
+            .list_devices()
+            .map_err(|e| Error::ioctl("list", "all devices", e))?;
+        let mut ours = Vec::new();
+        for (dm_name, _, _) in devices {
+            let Ok(name) = DmName::new(&dm_name.to_string()) else {
+                continue;
+            };
+            let status = match self.status(&name) {
+                Ok(Some(s)) => s,
+                // Gone meanwhile, or not a crypt mapping.
+                Ok(None) | Err(Error::NotFound(_) | Error::NotCrypt { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            let luks2 = status
+                .dm_uuid
+                .as_deref()
+                .is_some_and(|u| u.starts_with(DM_UUID_PREFIX));
+            if luks2
+                && status
+                    .keyring_key()
+                    .is_some_and(|k| keyring::is_ours(&k.description))
+            {
+                ours.push(name);
+            }
+        }
+        ours.sort();
+        Ok(ours)
+    }
+
+    /// The device info and the single crypt target's parameters of mapping `name`.
+    fn crypt_table(&self, name: &DmName) -> Result<(devicemapper::DeviceInfo, String)> {
+        let id = DevId::Name(name.as_dm()?);
+        let (info, targets) = match self.dm.table_status(
+            &id,
+            DmOptions::default().set_flags(DmFlags::DM_STATUS_TABLE),
+        ) {
+            Ok(r) => r,
+            Err(e) if ioctl_errno(&e) == Some(libc::ENXIO) => {
+                return Err(Error::NotFound(name.to_string()));
+            }
+            Err(e) => return Err(Error::ioctl("table status", name.as_str(), e)),
+        };
+        let not_crypt = |reason| Error::NotCrypt {
+            name: name.to_string(),
+            reason,
+        };
+        let mut targets = targets.into_iter();
+        let (start, _len, ttype, params) = targets.next().ok_or(not_crypt("no active table"))?;
+        if targets.next().is_some() {
+            return Err(not_crypt("more than one target"));
+        }
+        if ttype != "crypt" || start != 0 {
+            return Err(not_crypt("not a single crypt target"));
+        }
+        Ok((info, params))
+    }
+
+    fn forget_key(&self, description: &str) {
+        if let Err(e) = keyring::remove(description) {
+            tracing::warn!(error = %e, "cannot drop the volume key from the keyring");
+        }
+    }
+}
