@@ -8,12 +8,18 @@
 //! the `dm` crate's job) and contains no unsafe code.
 #![forbid(unsafe_code)]
 
+pub mod backup;
 pub mod crypto;
+pub mod device;
 pub mod error;
+pub mod format;
 pub mod header;
 pub mod io;
+pub mod keyslot;
 pub mod metadata;
 pub mod secret;
+pub mod token;
 
 pub use error::{Error, ErrorKind, Result};
+pub use device::Luks2Device;
 pub use secret::{Passphrase, VolumeKey};

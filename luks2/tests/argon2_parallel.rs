@@ -3,7 +3,7 @@
 //! 1-lane derivation of the same memory and time cost on a machine with several CPUs.
 //!
 //! Linux only (reads `/proc/self/task/*/stat`).
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
 use std::collections::HashMap;
 use std::time::Instant;

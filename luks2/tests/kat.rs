@@ -9,7 +9,7 @@
 //!   and 1) and vector 10 (AES-256, data unit 0xff).
 //! - AF split: expected stripes computed with an independent Python implementation of
 //!   cryptsetup's `lib/luks1/af.c` (diffuse = H(be32(i) || chunk), partial last chunk).
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
 use luks2::crypto::af;
 use luks2::crypto::cipher::KeyslotCipher;

@@ -44,6 +44,9 @@ const MIN_BENCH_MEMORY_KIB: u32 = 64 * 1024;
 pub struct PbkdfOptions {
     /// PBKDF type (and PBKDF2 hash).
     pub kind: KdfKind,
+    /// The hash cryptsetup keeps with the PBKDF settings (`--hash`, default sha256): used for the
+    /// AF splitter and new digests, and (for PBKDF2) equal to the hash in `kind`.
+    pub hash: HashAlgorithm,
     /// Target unlock time in milliseconds (ignored when iterations are forced).
     pub iter_time_ms: u32,
     /// Argon2 memory ceiling in KiB (`None`: 1 GiB). Must be `None` for PBKDF2.
@@ -58,6 +61,7 @@ impl Default for PbkdfOptions {
     fn default() -> Self {
         PbkdfOptions {
             kind: KdfKind::Argon2(Argon2Variant::Argon2id),
+            hash: HashAlgorithm::Sha256,
             iter_time_ms: DEFAULT_ITER_TIME_MS,
             max_memory_kib: None,
             parallel: None,
@@ -67,12 +71,43 @@ impl Default for PbkdfOptions {
 }
 
 impl PbkdfOptions {
-    /// The hash a new digest inherits from these options (the PBKDF2 hash, else sha256).
-    pub fn digest_hash(&self) -> HashAlgorithm {
-        match self.kind {
+    /// Options for `--pbkdf NAME --hash HASH` with everything else at cryptsetup's defaults.
+    pub fn new(pbkdf: &str, hash: HashAlgorithm) -> Result<Self> {
+        Ok(PbkdfOptions {
+            kind: KdfKind::from_name(pbkdf, hash)?,
+            hash,
+            ..Default::default()
+        })
+    }
+
+    /// Fast settings for tests: forced minimal costs (PBKDF2 1000 iterations; Argon2 time 4,
+    /// 32 KiB... `memory_kib`, one lane), no benchmark.
+    pub fn fast_for_tests(kind: KdfKind, memory_kib: u32) -> Self {
+        let hash = match kind {
             KdfKind::Pbkdf2(h) => h,
             KdfKind::Argon2(_) => HashAlgorithm::Sha256,
+        };
+        match kind {
+            KdfKind::Pbkdf2(_) => PbkdfOptions {
+                kind,
+                hash,
+                force_iterations: Some(1000),
+                ..Default::default()
+            },
+            KdfKind::Argon2(_) => PbkdfOptions {
+                kind,
+                hash,
+                force_iterations: Some(4),
+                max_memory_kib: Some(memory_kib),
+                parallel: Some(1),
+                ..Default::default()
+            },
         }
+    }
+
+    /// The hash new digests and the AF splitter use.
+    pub fn digest_hash(&self) -> HashAlgorithm {
+        self.hash
     }
 
     /// Whether benchmarking is skipped (`--pbkdf-force-iterations`).
