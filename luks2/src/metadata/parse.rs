@@ -2,7 +2,8 @@
 //! `luks2_disk_metadata.c`, `luks2_keyslot.c`, `luks2_keyslot_luks2.c`): the same checks, the
 //! same leniency. Rules, in cryptsetup's order:
 //!
-//! * area: first byte `{`, one JSON value, then only NULs (at least one);
+//! * area: first byte `{`, one JSON value, optional JSON whitespace, then only NULs (at least
+//!   one);
 //! * known KDF glitches repaired first (extra fields in a pbkdf2/argon2 `kdf` object are dropped);
 //! * tokens: decimal keys, `type` string, `keyslots` array of strings naming existing keyslots;
 //! * digests: decimal keys, `type` string, `keyslots`/`segments` arrays naming existing objects;
@@ -58,8 +59,14 @@ pub(super) fn parse_area(area: &[u8], hdr_size: u64) -> R<Metadata> {
         Some(Err(e)) => return Err(Error::Json(e.to_string())),
         None => return Err(Error::Json("empty JSON area".into())),
     };
+    // json-c consumes JSON whitespace after the value; only NULs may follow (at least one).
     let end = stream.byte_offset();
-    let tail = area.get(end..).unwrap_or_default();
+    let after = area.get(end..).unwrap_or_default();
+    let ws = after
+        .iter()
+        .take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        .count();
+    let tail = after.get(ws..).unwrap_or_default();
     if tail.is_empty() {
         return Err(bad("json area", "missing trailing NUL after the JSON text"));
     }

@@ -87,6 +87,9 @@ fn json_area_framing() {
     let mut full = CRYPTSETUP_JSON.as_bytes().to_vec();
     full.resize(12288, b' ');
     assert!(Metadata::parse(&full, HDR).is_err());
+    // JSON whitespace after the text is consumed (json-c does), other bytes are not.
+    assert!(Metadata::parse(&area(&format!("{CRYPTSETUP_JSON} \t\r\n")), HDR).is_ok());
+    assert!(Metadata::parse(&area(&format!("{CRYPTSETUP_JSON}\u{b}")), HDR).is_err());
     // Every truncation of the text fails.
     for cut in (0..CRYPTSETUP_JSON.len()).step_by(37) {
         assert!(
