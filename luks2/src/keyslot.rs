@@ -214,7 +214,9 @@ fn is_bound(md: &Metadata, id: KeyslotId) -> bool {
 /// priority "prefer" (2) first, then "normal", ascending numbers; priority "ignore" (0) never.
 ///
 /// Keyslots that cannot be opened here (an unsupported cipher or KDF) are skipped like a wrong
-/// passphrase; any other failure (I/O, out of memory) stops the search, as in cryptsetup.
+/// passphrase; any other failure (I/O, out of memory) stops the search, as in cryptsetup. With no
+/// candidate keyslot at all the error is [`Error::Slot`] ("no usable keyslot"), as cryptsetup's
+/// exit code 1, not a bad passphrase.
 pub fn unlock<D: Device + ?Sized>(
     dev: &D,
     md: &Metadata,
@@ -225,12 +227,14 @@ pub fn unlock<D: Device + ?Sized>(
         return open_keyslot(dev, md, id, passphrase).map(|vk| (id, vk));
     }
     let mut unsupported = None;
+    let mut tried = false;
     for prio in [Priority::Prefer, Priority::Normal] {
         for (&id, ks) in &md.keyslots {
             let Keyslot::Luks2(k) = ks else { continue };
             if k.effective_priority() != prio || !is_bound(md, id) {
                 continue;
             }
+            tried = true;
             match open_keyslot(dev, md, id, passphrase) {
                 Ok(vk) => return Ok((id, vk)),
                 Err(Error::BadPassphrase) => {}
@@ -238,6 +242,10 @@ pub fn unlock<D: Device + ?Sized>(
                 Err(e) => return Err(e),
             }
         }
+    }
+    if !tried {
+        // cryptsetup: "No usable keyslot is available." (exit code 1, not 2).
+        return Err(Error::Slot("no usable keyslot is available".into()));
     }
     match unsupported {
         // Nothing opened and some keyslot could not even be tried: say so rather than blame the

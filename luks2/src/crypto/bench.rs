@@ -8,8 +8,9 @@
 //! - PBKDF2: iterations per second measured in CPU time (doubling until one run takes more than
 //!   500 ms), scaled to the target time, at least 1000.
 //! - Digest: PBKDF2 calibrated to 125 ms, at least 1000; exactly 1000 when iterations are forced.
-//! - `--pbkdf-force-iterations`: no benchmark; memory and lanes are then taken as given (not
-//!   capped by RAM or CPUs), as cryptsetup does.
+//! - `--pbkdf-force-iterations`: no benchmark; the given time cost is used. Lanes are still capped
+//!   at 4 and at the online CPUs, memory at the adjusted physical memory (cryptsetup 2.6's
+//!   `init_pbkdf_type` does so whether or not the costs are forced).
 
 use std::time::Instant;
 
@@ -81,7 +82,7 @@ impl PbkdfOptions {
     }
 
     /// Fast settings for tests: forced minimal costs (PBKDF2 1000 iterations; Argon2 time 4,
-    /// 32 KiB... `memory_kib`, one lane), no benchmark.
+    /// `memory_kib` KiB, one lane), no benchmark.
     pub fn fast_for_tests(kind: KdfKind, memory_kib: u32) -> Self {
         let hash = match kind {
             KdfKind::Pbkdf2(h) => h,
@@ -169,12 +170,6 @@ impl PbkdfOptions {
                         "requested maximum PBKDF memory cannot be zero".into(),
                     ));
                 }
-                if parallel > limits.argon2_max_lanes {
-                    return Err(Error::InvalidArgument(format!(
-                        "requested maximum PBKDF parallel cost is too high (maximum is {})",
-                        limits.argon2_max_lanes
-                    )));
-                }
                 if parallel == 0 {
                     return Err(Error::InvalidArgument(
                         "requested PBKDF parallel threads cannot be zero".into(),
@@ -221,8 +216,14 @@ pub fn keyslot_kdf(opts: &PbkdfOptions, key_len: usize) -> Result<Kdf> {
             Kdf::Pbkdf2 { hash, iterations }
         }
         KdfKind::Argon2(variant) => {
-            let mut memory = opts.max_memory_kib.unwrap_or(DEFAULT_MAX_MEMORY_KIB);
-            let mut lanes = opts.parallel.unwrap_or(DEFAULT_PARALLEL);
+            let memory = opts.max_memory_kib.unwrap_or(DEFAULT_MAX_MEMORY_KIB);
+            let lanes = opts.parallel.unwrap_or(DEFAULT_PARALLEL);
+            // cryptsetup 2.6 (`init_pbkdf_type`) caps lanes at 4 and at the online CPUs, and
+            // memory at what the machine can spare, forced costs or not.
+            let lanes = lanes
+                .min(KdfLimits::NEW_KEYSLOT.argon2_max_lanes)
+                .min(online_cpus());
+            let memory = memory.min(adjusted_physical_memory_kib());
             match opts.force_iterations {
                 Some(time) => Kdf::Argon2 {
                     variant,
@@ -231,8 +232,6 @@ pub fn keyslot_kdf(opts: &PbkdfOptions, key_len: usize) -> Result<Kdf> {
                     lanes,
                 },
                 None => {
-                    lanes = lanes.min(online_cpus());
-                    memory = memory.min(adjusted_physical_memory_kib());
                     let min_memory = MIN_BENCH_MEMORY_KIB.min(memory);
                     let search = Argon2Search {
                         min_time: KdfLimits::NEW_KEYSLOT.argon2_min_time,
@@ -545,10 +544,6 @@ mod tests {
                 ..base
             },
             PbkdfOptions {
-                parallel: Some(5),
-                ..base
-            },
-            PbkdfOptions {
                 parallel: Some(0),
                 ..base
             },
@@ -592,22 +587,31 @@ mod tests {
     }
 
     #[test]
-    fn forced_costs_are_used_verbatim() {
+    fn forced_costs_skip_the_benchmark() {
         let o = PbkdfOptions {
             force_iterations: Some(5),
             max_memory_kib: Some(64),
             parallel: Some(4),
             ..Default::default()
         };
-        // Lanes are not capped by CPUs when forced (cryptsetup's NO_BENCHMARK).
+        // Lanes are capped at the online CPUs even when forced, as in cryptsetup 2.6.
+        let lanes = online_cpus().min(4);
         assert_eq!(
             keyslot_kdf(&o, 64).unwrap(),
             Kdf::Argon2 {
                 variant: Argon2Variant::Argon2id,
                 time: 5,
                 memory_kib: 64,
-                lanes: 4
+                lanes
             }
+        );
+        // More than 4 lanes requested: capped, not refused.
+        let o8 = PbkdfOptions {
+            parallel: Some(8),
+            ..o
+        };
+        assert!(
+            matches!(keyslot_kdf(&o8, 64).unwrap(), Kdf::Argon2 { lanes: l, .. } if l == lanes)
         );
         let p = PbkdfOptions {
             kind: KdfKind::Pbkdf2(HashAlgorithm::Sha512),
