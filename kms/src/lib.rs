@@ -1,3 +1,89 @@
-//! Wrapping and unwrapping of data encryption keys with a user's KMS (OpenBao/Vault Transit, KMIP).
-//! Never depends on `luks2`, `dm` or device-mapper.
+//! Wrapping and unwrapping of per-volume data encryption keys (DEKs) with the user's KMS:
+//! OpenBao/HashiCorp Vault Transit ([`transit`]) or any KMIP 1.2+ server ([`kmip`]).
+//!
+//! Envelope encryption: each volume gets a random [`Dek`]; the KMS wraps it with a key
+//! encryption key that never leaves the KMS; the result, a [`WrappedKey`] record (format in
+//! [`record`](WrappedKey) and `kms/README.md`), is what the csi layer stores in the Secret
+//! `onmetal-csi-luks-<volume-id>`. Every failure carries an [`ErrorKind`] the csi layer maps to
+//! one gRPC code.
+//!
+//! This crate never depends on `luks2`, `dm` or device-mapper, never logs or formats a DEK, a
+//! token or a private key, and holds them in zeroizing types.
 #![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod config;
+mod error;
+pub mod kmip;
+mod record;
+mod secret;
+mod tls;
+pub mod transit;
+
+use std::time::Duration;
+
+pub use config::{
+    Endpoint, HostPort, KmsConfig, KmsType, PARAM_KMS_ENDPOINT, PARAM_KMS_KEY_ID,
+    PARAM_KMS_NAMESPACE, PARAM_KMS_TYPE, SECRET_CA, SECRET_TLS_CERT, SECRET_TLS_KEY, SECRET_TOKEN,
+    Timeouts,
+};
+pub use error::{Error, ErrorKind, Result};
+pub use record::{MAX_RECORD_LEN, RECORD_VERSION, WrapMode, WrappedKey};
+pub use secret::{Dek, Token, VolumeId};
+pub use tls::CertInfo;
+
+/// A configured KMS client of either kind. Build one per StorageClass/credentials pair and
+/// reuse it: connections are kept open between calls.
+#[derive(Debug)]
+pub enum Kms {
+    /// OpenBao / Vault Transit.
+    Transit(transit::TransitClient),
+    /// KMIP over mutual TLS.
+    Kmip(Box<kmip::KmipClient>),
+}
+
+impl Kms {
+    /// A client for a validated configuration (no network I/O yet).
+    pub fn new(config: &KmsConfig) -> Result<Self> {
+        Ok(match config.kind() {
+            KmsType::Transit => Self::Transit(transit::TransitClient::new(config)?),
+            KmsType::Kmip => Self::Kmip(Box::new(kmip::KmipClient::new(config)?)),
+        })
+    }
+
+    /// Wraps `dek` for `volume`.
+    pub async fn wrap(&self, dek: &Dek, volume: &VolumeId) -> Result<WrappedKey> {
+        match self {
+            Self::Transit(c) => c.wrap(dek, volume).await,
+            Self::Kmip(c) => c.wrap(dek, volume).await,
+        }
+    }
+
+    /// Unwraps `key`, which must belong to `volume` (else [`ErrorKind::Integrity`]).
+    pub async fn unwrap(&self, key: &WrappedKey, volume: &VolumeId) -> Result<Dek> {
+        match self {
+            Self::Transit(c) => c.unwrap(key, volume).await,
+            Self::Kmip(c) => c.unwrap(key, volume).await,
+        }
+    }
+
+    /// Moves a wrapped key to the KEK's latest version without exposing the DEK (Transit only;
+    /// KMIP has no such operation: [`ErrorKind::InvalidConfig`]).
+    pub async fn rewrap(&self, key: &WrappedKey) -> Result<WrappedKey> {
+        match self {
+            Self::Transit(c) => c.rewrap(key).await,
+            Self::Kmip(_) => Err(Error::new(
+                ErrorKind::InvalidConfig,
+                "rewrap is a Transit operation; KMIP servers have none",
+            )),
+        }
+    }
+
+    /// Wraps and unwraps a random key; returns the round-trip time.
+    pub async fn check(&self) -> Result<Duration> {
+        match self {
+            Self::Transit(c) => c.check().await,
+            Self::Kmip(c) => c.check().await,
+        }
+    }
+}

@@ -1,0 +1,582 @@
+//! OpenBao / HashiCorp Vault Transit client (engine mounted at `transit/`).
+//!
+//! Requests: `POST /v1/transit/{encrypt,decrypt,rewrap}/<key>`, token in `X-Vault-Token`,
+//! optional `X-Vault-Namespace`. Responses are classified by HTTP status first
+//! ([`parse_response`], a pure function also used by the fuzz target).
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderValue};
+use serde::Deserialize;
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::config::{Credentials, Endpoint, KmsConfig, KmsType};
+use crate::error::{Error, ErrorKind, Result, server_text};
+use crate::record::{WrapMode, WrappedKey, now_rfc3339, transit_ciphertext_version};
+use crate::secret::{Dek, Token, VolumeId, frame, unframe};
+use crate::tls::{classify_tls, find_rustls_error, transit_config};
+
+/// Largest response body read from the server.
+const MAX_BODY: usize = 64 * 1024;
+
+/// Which Transit call a response answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    /// `transit/encrypt/<key>`
+    Encrypt,
+    /// `transit/decrypt/<key>`
+    Decrypt,
+    /// `transit/rewrap/<key>`
+    Rewrap,
+}
+
+impl Operation {
+    fn path(self) -> &'static str {
+        match self {
+            Self::Encrypt => "encrypt",
+            Self::Decrypt => "decrypt",
+            Self::Rewrap => "rewrap",
+        }
+    }
+}
+
+/// A successful Transit answer.
+#[derive(Debug)]
+pub enum Response {
+    /// From encrypt and rewrap: `vault:v<N>:…` and N.
+    Ciphertext {
+        /// The ciphertext exactly as returned.
+        ciphertext: String,
+        /// The key version that produced it.
+        key_version: u64,
+    },
+    /// From decrypt: the plaintext bytes (zeroized on drop).
+    Plaintext(Zeroizing<Vec<u8>>),
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    data: Option<Data<'a>>,
+    #[serde(default)]
+    errors: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+struct Data<'a> {
+    #[serde(default)]
+    ciphertext: Option<String>,
+    #[serde(default)]
+    key_version: Option<u64>,
+    #[serde(borrow, default)]
+    plaintext: Option<&'a str>,
+}
+
+/// Classifies and parses a Transit HTTP response. Pure: no I/O, bounded by the body length.
+pub fn parse_response(op: Operation, status: u16, body: &[u8]) -> Result<Response> {
+    if body.len() > MAX_BODY {
+        return Err(Error::unavailable(format!(
+            "response body larger than {MAX_BODY} bytes"
+        )));
+    }
+    let env: Option<Envelope<'_>> = serde_json::from_slice(body).ok();
+    let text = env
+        .as_ref()
+        .and_then(|e| e.errors.as_ref())
+        .map(|errs| server_text(&errs.join("; ")))
+        .unwrap_or_default();
+    let says = |s: &str| text.to_ascii_lowercase().contains(s);
+    match status {
+        200 => {}
+        400 => {
+            let err = if says("encryption key not found") || says("key not found") {
+                Error::not_found(format!("no such transit key ({text})"))
+            } else if op == Operation::Encrypt {
+                Error::config(format!("the server rejected the encrypt request: {text}"))
+            } else {
+                Error::integrity(format!(
+                    "the server cannot decrypt the wrapped key (tampered, wrong volume or wrong key): {text}"
+                ))
+            };
+            return Err(err);
+        }
+        401 | 403 => {
+            return Err(Error::denied(format!(
+                "permission denied: the token is invalid, expired or revoked, or its policy does not allow transit/{}/<key> ({text})",
+                op.path()
+            )));
+        }
+        404 => {
+            return Err(Error::not_found(format!(
+                "no transit engine at transit/ (or no such namespace or key) ({text})"
+            )));
+        }
+        503 if says("sealed") => {
+            return Err(Error::unavailable(format!("the server is sealed ({text})")));
+        }
+        s if (300..400).contains(&s) => {
+            return Err(Error::unavailable(format!(
+                "HTTP {s} redirect (not followed: it could carry the token elsewhere)"
+            )));
+        }
+        s if s == 429 || s >= 500 => {
+            return Err(Error::unavailable(format!("HTTP {s} ({text})")));
+        }
+        s => return Err(Error::unavailable(format!("unexpected HTTP {s} ({text})"))),
+    }
+    let data = env
+        .and_then(|e| e.data)
+        .ok_or_else(|| Error::unavailable("HTTP 200 without a JSON data object"))?;
+    match op {
+        Operation::Encrypt | Operation::Rewrap => {
+            let ciphertext = data
+                .ciphertext
+                .ok_or_else(|| Error::unavailable("response has no data.ciphertext"))?;
+            let version = transit_ciphertext_version(&ciphertext).ok_or_else(|| {
+                Error::unavailable("response ciphertext is not vault:v<N>:<base64>")
+            })?;
+            if data.key_version.is_some_and(|v| v != version) {
+                return Err(Error::unavailable(
+                    "response key_version contradicts the ciphertext prefix",
+                ));
+            }
+            Ok(Response::Ciphertext {
+                ciphertext,
+                key_version: version,
+            })
+        }
+        Operation::Decrypt => {
+            let p = data
+                .plaintext
+                .ok_or_else(|| Error::unavailable("response has no data.plaintext"))?;
+            let mut out = Zeroizing::new(Vec::with_capacity(p.len()));
+            B64.decode_vec(p, &mut out)
+                .map_err(|_| Error::unavailable("response plaintext is not base64"))?;
+            Ok(Response::Plaintext(out))
+        }
+    }
+}
+
+/// A Transit client. Cheap to share: the HTTP connection pool is reused across calls.
+pub struct TransitClient {
+    http: reqwest::Client,
+    endpoint: String,
+    key: String,
+    token: Token,
+    headers: HeaderMap,
+    request_timeout: Duration,
+}
+
+impl std::fmt::Debug for TransitClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransitClient")
+            .field("endpoint", &self.endpoint)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(serde::Serialize)]
+struct Request<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plaintext: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ciphertext: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    associated_data: Option<&'a str>,
+}
+
+impl TransitClient {
+    /// Builds a client from a transit configuration (no network I/O yet).
+    pub fn new(config: &KmsConfig) -> Result<Self> {
+        let (Credentials::Transit { token, ca }, Endpoint::Http { tls, .. }) =
+            (&config.credentials, config.endpoint())
+        else {
+            return Err(Error::config("not a transit configuration"));
+        };
+        let t = config.timeouts();
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(t.connect)
+            .timeout(t.request)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("onmetal-csi-driver/", env!("CARGO_PKG_VERSION")));
+        if *tls {
+            builder = builder.use_preconfigured_tls(transit_config(ca.as_ref())?);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| Error::config(format!("HTTP client setup: {e}")))?;
+        let mut headers = HeaderMap::new();
+        if let Some(ns) = config.namespace() {
+            let v = HeaderValue::from_str(ns)
+                .map_err(|_| Error::config("namespace is not a valid header value"))?;
+            headers.insert("X-Vault-Namespace", v);
+        }
+        Ok(Self {
+            http,
+            endpoint: config.endpoint().to_string(),
+            key: config.key_id().to_owned(),
+            token: token.clone(),
+            headers,
+            request_timeout: t.request,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/v1/{path}", self.endpoint)
+    }
+
+    async fn send(
+        &self,
+        path: &str,
+        body: Option<Zeroizing<Vec<u8>>>,
+    ) -> Result<(u16, Zeroizing<Vec<u8>>)> {
+        let mut token = HeaderValue::from_str(self.token.expose())
+            .map_err(|_| Error::config("the token is not a valid header value"))?;
+        token.set_sensitive(true);
+        let req = match body {
+            Some(b) => self.http.post(self.url(path)).body(Bytes::from_owner(b)),
+            None => self.http.get(self.url(path)),
+        };
+        let resp = req
+            .headers(self.headers.clone())
+            .header("X-Vault-Token", token)
+            .header("Content-Type", "application/json")
+            .send()
+            .await
+            .map_err(|e| self.classify_send_error(&e))?;
+        let status = resp.status().as_u16();
+        if resp.content_length().is_some_and(|l| l > MAX_BODY as u64) {
+            return Err(Error::unavailable(format!(
+                "{}: response body too large",
+                self.endpoint
+            )));
+        }
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| self.classify_send_error(&e))?;
+        // Copy into a zeroizing buffer, then wipe the HTTP stack's buffer where we own it.
+        let out = Zeroizing::new(bytes.to_vec());
+        if let Ok(mut m) = bytes.try_into_mut() {
+            m.zeroize();
+        }
+        Ok((status, out))
+    }
+
+    fn classify_send_error(&self, e: &reqwest::Error) -> Error {
+        if let Some(tls) = find_rustls_error(e) {
+            return classify_tls(tls, &self.endpoint, None);
+        }
+        let msg = if e.is_timeout() {
+            format!(
+                "{} did not answer within {} s (timeout)",
+                self.endpoint,
+                self.request_timeout.as_secs_f32()
+            )
+        } else if e.is_connect() {
+            format!("cannot connect to {}", self.endpoint)
+        } else {
+            format!("request to {} failed", self.endpoint)
+        };
+        let mut chain = String::new();
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(err) = next {
+            let t = err.to_string();
+            if !chain.contains(&t) {
+                chain.push_str(": ");
+                chain.push_str(&t);
+            }
+            next = err.source();
+        }
+        // reqwest's messages name the URL (endpoint and key name), never headers or bodies.
+        Error::unavailable(format!("{msg}{chain}"))
+    }
+
+    /// One call with a single quick retry on 429/500/502/504 (kubelet does the long retries).
+    async fn call(&self, op: Operation, body: &Request<'_>) -> Result<Response> {
+        let path = format!("transit/{}/{}", op.path(), self.key);
+        let mut buf = Zeroizing::new(Vec::with_capacity(1024));
+        serde_json::to_writer(&mut *buf, body)
+            .map_err(|e| Error::config(format!("request encoding: {e}")))?;
+        let mut retried = false;
+        loop {
+            let (status, resp) = self.send(&path, Some(Zeroizing::new(buf.to_vec()))).await?;
+            if matches!(status, 429 | 500 | 502 | 504) && !retried {
+                retried = true;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                continue;
+            }
+            return match parse_response(op, status, &resp) {
+                Err(e) if e.kind() == ErrorKind::Denied => Err(self.explain_denied(op, e).await),
+                Err(e) => Err(Error::new(
+                    e.kind(),
+                    format!(
+                        "transit {} with key {:?} at {}: {}",
+                        op.path(),
+                        self.key,
+                        self.endpoint,
+                        e.message()
+                    ),
+                )),
+                Ok(r) => Ok(r),
+            };
+        }
+    }
+
+    /// Tells a dead token from a policy problem with `auth/token/lookup-self`.
+    async fn explain_denied(&self, op: Operation, e: Error) -> Error {
+        let path = format!("transit/{}/{}", op.path(), self.key);
+        #[derive(Deserialize)]
+        struct Lookup {
+            data: LookupData,
+        }
+        #[derive(Deserialize)]
+        struct LookupData {
+            #[serde(default)]
+            policies: Vec<String>,
+            #[serde(default)]
+            expire_time: Option<String>,
+        }
+        match self.send("auth/token/lookup-self", None).await {
+            Ok((200, body)) => match serde_json::from_slice::<Lookup>(&body) {
+                Ok(l) => Error::denied(format!(
+                    "the token (policies {:?}, expires {}) is not allowed to update {path} at {}: grant \"update\" on that path",
+                    l.data.policies,
+                    l.data.expire_time.as_deref().unwrap_or("never"),
+                    self.endpoint
+                )),
+                Err(_) => {
+                    Error::denied(format!("permission denied for {path} at {}", self.endpoint))
+                }
+            },
+            Ok((401 | 403, _)) => Error::denied(format!(
+                "the token is invalid, expired or revoked ({} refused {path} and auth/token/lookup-self): store a valid token in the Secret",
+                self.endpoint
+            )),
+            _ => Error::denied(format!("{path} at {}: {}", self.endpoint, e.message())),
+        }
+    }
+
+    /// Wraps with the default binding ([`WrapMode::TransitFramed`]).
+    pub async fn wrap(&self, dek: &Dek, volume: &VolumeId) -> Result<WrappedKey> {
+        self.wrap_with(WrapMode::TransitFramed, dek, volume).await
+    }
+
+    /// Wraps with an explicit binding: [`WrapMode::TransitFramed`] (rewrappable) or
+    /// [`WrapMode::TransitAssociatedData`] (the server checks the volume id; not rewrappable).
+    pub async fn wrap_with(
+        &self,
+        mode: WrapMode,
+        dek: &Dek,
+        volume: &VolumeId,
+    ) -> Result<WrappedKey> {
+        let plain = match mode {
+            WrapMode::TransitFramed => frame(volume, dek),
+            WrapMode::TransitAssociatedData => Zeroizing::new(dek.expose().to_vec()),
+            _ => return Err(Error::config(format!("{mode:?} is not a transit mode"))),
+        };
+        let b64 = Zeroizing::new(B64.encode(&*plain));
+        let ad = B64.encode(volume.as_str());
+        let req = Request {
+            plaintext: Some(&b64),
+            ciphertext: None,
+            associated_data: (mode == WrapMode::TransitAssociatedData).then_some(ad.as_str()),
+        };
+        let Response::Ciphertext {
+            ciphertext,
+            key_version,
+        } = self.call(Operation::Encrypt, &req).await?
+        else {
+            return Err(Error::unavailable("encrypt answered with plaintext"));
+        };
+        Ok(WrappedKey {
+            kms_type: KmsType::Transit,
+            endpoint: self.endpoint.clone(),
+            key_id: self.key.clone(),
+            key_version: Some(key_version),
+            mode,
+            kmip_version: None,
+            iv: None,
+            tag: None,
+            ciphertext,
+            volume_id: volume.clone(),
+            created_at: now_rfc3339(),
+        })
+    }
+
+    /// Unwraps a record written by [`TransitClient::wrap`] or [`TransitClient::wrap_with`].
+    pub async fn unwrap(&self, key: &WrappedKey, volume: &VolumeId) -> Result<Dek> {
+        self.check_record(key, volume)?;
+        let ad = B64.encode(volume.as_str());
+        let req = Request {
+            plaintext: None,
+            ciphertext: Some(&key.ciphertext),
+            associated_data: (key.mode == WrapMode::TransitAssociatedData).then_some(ad.as_str()),
+        };
+        let Response::Plaintext(plain) = self.call(Operation::Decrypt, &req).await? else {
+            return Err(Error::unavailable("decrypt answered without plaintext"));
+        };
+        match key.mode {
+            WrapMode::TransitFramed => unframe(volume, &plain),
+            _ => Dek::from_slice(&plain),
+        }
+    }
+
+    /// Re-encrypts a wrapped key under the key's latest version on the server; the DEK never
+    /// leaves OpenBao. Needs `update` on `transit/rewrap/<key>` (not in the documented
+    /// wrap/unwrap policy: an operator token does this).
+    pub async fn rewrap(&self, key: &WrappedKey) -> Result<WrappedKey> {
+        self.check_record(key, &key.volume_id)?;
+        if key.mode != WrapMode::TransitFramed {
+            return Err(Error::config(
+                "this wrapped key is bound with associated_data, which OpenBao's rewrap does not pass on: unwrap and wrap it again instead",
+            ));
+        }
+        let req = Request {
+            plaintext: None,
+            ciphertext: Some(&key.ciphertext),
+            associated_data: None,
+        };
+        let Response::Ciphertext {
+            ciphertext,
+            key_version,
+        } = self.call(Operation::Rewrap, &req).await?
+        else {
+            return Err(Error::unavailable("rewrap answered with plaintext"));
+        };
+        Ok(WrappedKey {
+            ciphertext,
+            key_version: Some(key_version),
+            created_at: now_rfc3339(),
+            ..key.clone()
+        })
+    }
+
+    fn check_record(&self, key: &WrappedKey, volume: &VolumeId) -> Result<()> {
+        if key.kms_type != KmsType::Transit {
+            return Err(Error::config(format!(
+                "the wrapped key was made by {}, not transit",
+                key.kms_type
+            )));
+        }
+        if key.volume_id != *volume {
+            return Err(Error::integrity(format!(
+                "the wrapped key belongs to volume {}, not to {volume}",
+                key.volume_id
+            )));
+        }
+        if key.key_id != self.key {
+            return Err(Error::config(format!(
+                "the wrapped key was made with transit key {:?}, the configuration names {:?}",
+                key.key_id, self.key
+            )));
+        }
+        if key.endpoint != self.endpoint {
+            tracing::warn!(recorded = %key.endpoint, configured = %self.endpoint, "wrapped key was made at another endpoint");
+        }
+        Ok(())
+    }
+
+    /// A random key wrapped and unwrapped; returns the round-trip time.
+    pub async fn check(&self) -> Result<Duration> {
+        let start = Instant::now();
+        let dek = Dek::generate(32)?;
+        let vol = VolumeId::new("onmetal-csi-kms-check")?;
+        let w = self.wrap(&dek, &vol).await?;
+        let back = self.unwrap(&w, &vol).await?;
+        if !back.ct_eq(&dek) {
+            return Err(Error::integrity(
+                "check: the unwrapped key differs from the wrapped one",
+            ));
+        }
+        Ok(start.elapsed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_classes() {
+        let e = |status, body: &str, op| {
+            parse_response(op, status, body.as_bytes())
+                .unwrap_err()
+                .kind()
+        };
+        use ErrorKind::*;
+        use Operation::*;
+        assert_eq!(
+            e(400, r#"{"errors":["encryption key not found"]}"#, Decrypt),
+            NotFound
+        );
+        assert_eq!(
+            e(
+                400,
+                r#"{"errors":["cipher: message authentication failed"]}"#,
+                Decrypt
+            ),
+            Integrity
+        );
+        assert_eq!(
+            e(
+                400,
+                r#"{"errors":["invalid ciphertext: version is too new"]}"#,
+                Rewrap
+            ),
+            Integrity
+        );
+        assert_eq!(e(400, r#"{"errors":["bad"]}"#, Encrypt), InvalidConfig);
+        assert_eq!(
+            e(403, r#"{"errors":["permission denied"]}"#, Encrypt),
+            Denied
+        );
+        assert_eq!(e(404, "", Encrypt), NotFound);
+        assert_eq!(
+            e(503, r#"{"errors":["Vault is sealed"]}"#, Decrypt),
+            Unavailable
+        );
+        assert_eq!(e(429, "", Decrypt), Unavailable);
+        assert_eq!(e(502, "<html>", Decrypt), Unavailable);
+        assert_eq!(e(307, "", Decrypt), Unavailable);
+        assert_eq!(e(200, "{}", Decrypt), Unavailable);
+        assert_eq!(
+            e(200, r#"{"data":{"ciphertext":"x"}}"#, Encrypt),
+            Unavailable
+        );
+        assert_eq!(
+            e(200, r#"{"data":{"plaintext":"!!"}}"#, Decrypt),
+            Unavailable
+        );
+        assert_eq!(e(200, &" ".repeat(MAX_BODY + 1), Decrypt), Unavailable);
+    }
+
+    #[test]
+    fn parses_success() {
+        let r = parse_response(
+            Operation::Encrypt,
+            200,
+            br#"{"data":{"ciphertext":"vault:v3:AAAA","key_version":3}}"#,
+        )
+        .unwrap();
+        assert!(matches!(r, Response::Ciphertext { key_version: 3, .. }));
+        let r =
+            parse_response(Operation::Decrypt, 200, br#"{"data":{"plaintext":"AAEC"}}"#).unwrap();
+        let Response::Plaintext(p) = r else {
+            panic!("not plaintext")
+        };
+        assert_eq!(&p[..], &[0, 1, 2]);
+        let err = parse_response(
+            Operation::Encrypt,
+            200,
+            br#"{"data":{"ciphertext":"vault:v3:AAAA","key_version":2}}"#,
+        )
+        .unwrap_err();
+        assert!(err.message().contains("contradicts"));
+    }
+}
