@@ -51,7 +51,16 @@ fn build(base: &[u8], c: &Case) -> Vec<u8> {
     let mut bytes = base.to_vec();
     let area_len = (c.layout_hdr_size - 4096) as usize;
     let area_of = |text: &str| {
-        let mut a = text.as_bytes().to_vec();
+        // 'ÿ' (U+00FF) in a case's text stands for the single invalid UTF-8 byte 0xff.
+        let mut a = Vec::new();
+        for ch in text.chars() {
+            if ch == '\u{ff}' {
+                a.push(0xff);
+            } else {
+                let mut buf = [0u8; 4];
+                a.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+            }
+        }
         a.resize(area_len.max(a.len()), 0);
         a.truncate(area_len);
         a
@@ -196,6 +205,33 @@ fn cases() -> Vec<(&'static str, Mutation)> {
         case("bin: checksum sha512", |c| {
             set_both(c, |b| b.checksum_alg = field("sha512"))
         }),
+        case("bin: checksum sha224", |c| {
+            set_both(c, |b| b.checksum_alg = field("sha224"))
+        }),
+        case("bin: checksum sha384", |c| {
+            set_both(c, |b| b.checksum_alg = field("sha384"))
+        }),
+        case("bin: checksum SHA256 upper case", |c| {
+            set_both(c, |b| b.checksum_alg = field("SHA256"))
+        }),
+        case("bin: checksum md5", |c| {
+            set_both(c, |b| b.checksum_alg = field("md5"))
+        }),
+        case("bin: checksum ripemd160", |c| {
+            set_both(c, |b| b.checksum_alg = field("ripemd160"))
+        }),
+        case("bin: checksum whirlpool", |c| {
+            set_both(c, |b| b.checksum_alg = field("whirlpool"))
+        }),
+        case("bin: checksum sha3-256", |c| {
+            set_both(c, |b| b.checksum_alg = field("sha3-256"))
+        }),
+        case("bin: checksum blake2b-512", |c| {
+            set_both(c, |b| b.checksum_alg = field("blake2b-512"))
+        }),
+        case("bin: checksum alg filling the field", |c| {
+            set_both(c, |b| b.checksum_alg = [b'a'; 32])
+        }),
         case("bin: checksum unknown algorithm", |c| {
             set_both(c, |b| b.checksum_alg = field("nohash"))
         }),
@@ -274,13 +310,167 @@ fn cases() -> Vec<(&'static str, Mutation)> {
             j(|v| v["future"] = json!({"x": 1})),
         ),
         case(
-            "json: nesting depth 30 in token",
+            "json: nesting depth 31 in token",
             j(|v| v["tokens"]["0"]["deep"] = nested(28)),
+        ),
+        case(
+            "json: nesting depth 32 in token",
+            j(|v| v["tokens"]["0"]["deep"] = nested(29)),
+        ),
+        case(
+            "json: nesting depth 33 in token",
+            j(|v| v["tokens"]["0"]["deep"] = nested(30)),
         ),
         case(
             "json: nesting depth 40 in token",
             j(|v| v["tokens"]["0"]["deep"] = nested(38)),
         ),
+        case("text: control character in a string", |c| {
+            c.json["tokens"]["0"]["x"] = json!("PLACEHOLDER");
+            c.text = Some(c.json.to_string().replace("PLACEHOLDER", "a\u{1}b"));
+        }),
+        case("text: number 1e3 as iterations", |c| {
+            c.text = Some(c.json.to_string().replacen(
+                "\"iterations\":1000",
+                "\"iterations\":1e3",
+                1,
+            ));
+        }),
+        case("text: iterations beyond u64", |c| {
+            c.text = Some(c.json.to_string().replacen(
+                "\"iterations\":1000",
+                "\"iterations\":99999999999999999999",
+                1,
+            ));
+        }),
+        case("text: iterations u64::MAX", |c| {
+            c.text = Some(c.json.to_string().replacen(
+                "\"iterations\":1000",
+                "\"iterations\":18446744073709551615",
+                1,
+            ));
+        }),
+        case("text: key_size with leading zero", |c| {
+            c.text = Some(
+                c.json
+                    .to_string()
+                    .replacen("\"key_size\":32", "\"key_size\":032", 1),
+            );
+        }),
+        case("text: comment in JSON", |c| {
+            c.text = Some(c.json.to_string().replacen("{", "{/* c */", 1));
+        }),
+        case("text: single-quoted string", |c| {
+            c.text = Some(
+                c.json
+                    .to_string()
+                    .replacen("\"onmetal-test\"", "'onmetal-test'", 1),
+            );
+        }),
+        case("text: trailing comma", |c| {
+            c.text = Some(c.json.to_string().replacen(
+                "\"secret-ref\":\"a/b\"",
+                "\"secret-ref\":\"a/b\",",
+                1,
+            ));
+        }),
+        case("text: comment after JSON", |c| {
+            c.text = Some(format!("{} /* end */ // x\n", c.json))
+        }),
+        case("text: unterminated comment after JSON", |c| {
+            c.text = Some(format!("{} /* end", c.json))
+        }),
+        case("text: slash after JSON", |c| {
+            c.text = Some(format!("{} /", c.json))
+        }),
+        case("text: upper-case TRUE and NULL", |c| {
+            c.json["tokens"]["0"]["x"] = json!("P1");
+            c.json["tokens"]["0"]["y"] = json!("P2");
+            c.text = Some(
+                c.json
+                    .to_string()
+                    .replace("\"P1\"", "TRUE")
+                    .replace("\"P2\"", "NuLL"),
+            );
+        }),
+        case("text: NaN and -Infinity in a token", |c| {
+            c.json["tokens"]["0"]["x"] = json!("P1");
+            c.json["tokens"]["0"]["y"] = json!("P2");
+            c.text = Some(
+                c.json
+                    .to_string()
+                    .replace("\"P1\"", "NaN")
+                    .replace("\"P2\"", "-Infinity"),
+            );
+        }),
+        case("text: NaN as key_size", |c| {
+            c.text = Some(
+                c.json
+                    .to_string()
+                    .replacen("\"key_size\":32", "\"key_size\":NaN", 1),
+            );
+        }),
+        case("text: 1. as a number in a token", |c| {
+            c.json["tokens"]["0"]["x"] = json!("P1");
+            c.text = Some(c.json.to_string().replace("\"P1\"", "1."));
+        }),
+        case("text: 2e+ as a number in a token", |c| {
+            c.json["tokens"]["0"]["x"] = json!("P1");
+            c.text = Some(c.json.to_string().replace("\"P1\"", "2e+"));
+        }),
+        case("text: 1.0 as iterations", |c| {
+            c.text = Some(c.json.to_string().replacen(
+                "\"iterations\":1000",
+                "\"iterations\":1000.0",
+                1,
+            ));
+        }),
+        case("text: number followed by a letter", |c| {
+            c.text = Some(c.json.to_string().replacen(
+                "\"iterations\":1000",
+                "\"iterations\":1000x",
+                1,
+            ));
+        }),
+        case("text: invalid UTF-8 in a token", |c| {
+            c.json["tokens"]["0"]["x"] = json!("a\u{ff}b");
+        }),
+        case("text: raw NUL inside a string", |c| {
+            c.json["tokens"]["0"]["x"] = json!("a\u{0}b");
+            c.text = Some(c.json.to_string().replace("\\u0000", "\u{0}"));
+        }),
+        case("text: escaped NUL in a key", |c| {
+            c.json["tokens"]["0"]["x\u{0}y"] = json!(1);
+        }),
+        case("text: invalid escape", |c| {
+            c.json["tokens"]["0"]["x"] = json!("P1");
+            c.text = Some(c.json.to_string().replace("\"P1\"", "\"a\\qb\""));
+        }),
+        case("text: lone surrogate escape", |c| {
+            c.json["tokens"]["0"]["x"] = json!("P1");
+            c.text = Some(c.json.to_string().replace("\"P1\"", "\"\\ud800\""));
+        }),
+        case("text: single-quoted key", |c| {
+            c.text = Some(c.json.to_string().replacen("\"tokens\"", "'tokens'", 1));
+        }),
+        case("text: trailing comma in array", |c| {
+            c.text = Some(c.json.to_string().replacen(
+                "\"keyslots\":[\"1\"]",
+                "\"keyslots\":[\"1\",]",
+                1,
+            ));
+        }),
+        case("text: double comma in array", |c| {
+            c.text = Some(c.json.to_string().replacen(
+                "\"keyslots\":[\"1\"]",
+                "\"keyslots\":[\"1\",,]",
+                1,
+            ));
+        }),
+        case("text: empty array nested at the limit", |c| {
+            c.json["tokens"]["0"]["deep"] = nested(28);
+            c.text = Some(c.json.to_string().replace("[1]", "[[]]"));
+        }),
         case(
             "json: non-ASCII token field",
             j(|v| v["tokens"]["0"]["name"] = json!("Größe ✓")),
@@ -617,6 +807,54 @@ fn cases() -> Vec<(&'static str, Mutation)> {
             j(|v| {
                 let t = v["tokens"]["0"].take();
                 v["tokens"] = json!({ "t0": t });
+            }),
+        ),
+        case(
+            "token: leading-zero key 00",
+            j(|v| {
+                let t = v["tokens"]["0"].take();
+                v["tokens"] = json!({ "00": t });
+            }),
+        ),
+        case(
+            "token: empty key",
+            j(|v| {
+                let t = v["tokens"]["0"].take();
+                v["tokens"] = json!({ "": t });
+            }),
+        ),
+        case(
+            "token: id beyond u32",
+            j(|v| {
+                let t = v["tokens"]["0"].take();
+                v["tokens"] = json!({ "4294967296": t });
+            }),
+        ),
+        case(
+            "digest: leading-zero key 00",
+            j(|v| {
+                let d = v["digests"]["0"].take();
+                v["digests"] = json!({ "00": d });
+            }),
+        ),
+        case(
+            "segment: leading-zero key 00",
+            j(|v| {
+                let s = v["segments"]["0"].take();
+                v["segments"] = json!({ "00": s });
+                v["digests"]["0"]["segments"] = json!(["00"]);
+            }),
+        ),
+        case(
+            "keyslot: key_size u32::MAX",
+            j(|v| v["keyslots"]["0"]["key_size"] = json!(4294967295u64)),
+        ),
+        case(
+            "keyslot: reencrypt type without requirement",
+            j(|v| {
+                v["keyslots"]["1"]["type"] = json!("reencrypt");
+                v["digests"]["0"]["keyslots"] = json!(["0"]);
+                v["tokens"]["0"]["keyslots"] = json!(["0"]);
             }),
         ),
         case(

@@ -124,8 +124,9 @@ pub enum ChecksumAlg {
 
 impl ChecksumAlg {
     /// Parses the NUL-terminated name as cryptsetup stores it.
+    /// Case-insensitive, as cryptsetup's crypto backend looks hashes up.
     pub fn from_name(name: &str) -> Option<Self> {
-        Some(match name {
+        Some(match name.to_ascii_lowercase().as_str() {
             "sha1" => ChecksumAlg::Sha1,
             "sha224" => ChecksumAlg::Sha224,
             "sha256" => ChecksumAlg::Sha256,

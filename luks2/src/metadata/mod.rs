@@ -10,6 +10,7 @@
 //! readable, and the typed accessors ([`Luks2Keyslot::kdf_params`], [`B64::decode`]) check them
 //! before any use.
 
+mod json;
 mod parse;
 
 use std::collections::BTreeMap;
@@ -587,6 +588,21 @@ pub struct Metadata {
     pub digests: BTreeMap<DigestId, Digest>,
     /// Config.
     pub config: Config,
+    /// Entries whose key is a string of digits but not a canonical `u32` (`"00"`, `""`,
+    /// `"4294967296"`): cryptsetup loads such headers but never addresses these entries by
+    /// number, and neither do we. Kept verbatim, per section.
+    pub unindexed: Unindexed,
+}
+
+/// Entries with non-canonical keys, kept verbatim (see [`Metadata::unindexed`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Unindexed {
+    /// Keyslots (their areas still count as used).
+    pub keyslots: JsonMap,
+    /// Tokens.
+    pub tokens: JsonMap,
+    /// Digests.
+    pub digests: JsonMap,
 }
 
 fn id_array<T: fmt::Display>(ids: &[T]) -> Value {
@@ -629,6 +645,7 @@ impl Metadata {
             tokens: BTreeMap::new(),
             segments,
             digests: BTreeMap::new(),
+            unindexed: Unindexed::default(),
             config: Config {
                 json_size: hdr_size - BIN_HEADER_SIZE,
                 keyslots_size,
@@ -645,11 +662,13 @@ impl Metadata {
         for (id, k) in &self.keyslots {
             ks.insert(id.to_string(), keyslot_value(k));
         }
+        ks.extend(self.unindexed.keyslots.clone());
         root.insert("keyslots".into(), Value::Object(ks));
         let mut ts = JsonMap::new();
         for (id, t) in &self.tokens {
             ts.insert(id.to_string(), t.to_json());
         }
+        ts.extend(self.unindexed.tokens.clone());
         root.insert("tokens".into(), Value::Object(ts));
         let mut ss = JsonMap::new();
         for (id, s) in &self.segments {
@@ -660,6 +679,7 @@ impl Metadata {
         for (id, d) in &self.digests {
             ds.insert(id.to_string(), digest_value(d));
         }
+        ds.extend(self.unindexed.digests.clone());
         root.insert("digests".into(), Value::Object(ds));
         root.insert("config".into(), config_value(&self.config));
         Value::Object(root)
@@ -785,6 +805,12 @@ impl Metadata {
         }
         let (start, end) = self.keyslots_area();
         let mut used: Vec<(u64, u64)> = self.keyslots.values().map(Keyslot::area_range).collect();
+        used.extend(
+            self.unindexed
+                .keyslots
+                .values()
+                .filter_map(parse::raw_area_range),
+        );
         used.sort_unstable();
         let mut candidate = start;
         for (off, len) in used {

@@ -2,8 +2,8 @@
 //! `luks2_disk_metadata.c`, `luks2_keyslot.c`, `luks2_keyslot_luks2.c`): the same checks, the
 //! same leniency. Rules, in cryptsetup's order:
 //!
-//! * area: first byte `{`, one JSON value, optional JSON whitespace, then only NULs (at least
-//!   one);
+//! * area: first byte `{`, one JSON value as json-c reads it (see `json.rs`), optional
+//!   whitespace and comments, then only NULs (at least one);
 //! * known KDF glitches repaired first (extra fields in a pbkdf2/argon2 `kdf` object are dropped);
 //! * tokens: decimal keys, `type` string, `keyslots` array of strings naming existing keyslots;
 //! * digests: decimal keys, `type` string, `keyslots`/`segments` arrays naming existing objects;
@@ -33,7 +33,7 @@ use super::{
     Af, Argon2Variant, B64, BIN_HEADER_SIZE, Config, Digest, DigestId, DigestKind, HDR_SIZES,
     JsonMap, Kdf, Keyslot, KeyslotId, Luks2Keyslot, MAX_KEYSLOTS_SIZE, Metadata, OtherKeyslot,
     Pbkdf2Digest, Priority, RawArea, Requirements, Segment, SegmentId, SegmentKind, SegmentSize,
-    Token, TokenId,
+    Token, TokenId, Unindexed,
 };
 use crate::error::{Error, Result};
 
@@ -43,8 +43,8 @@ fn bad(field: &'static str, reason: impl Into<String>) -> Error {
     Error::header(field, reason)
 }
 
-/// Maximum nesting json-c accepts by default.
-const MAX_DEPTH: usize = 32;
+/// Deepest value json-c accepts by default (the top-level value is at depth 0).
+const MAX_DEPTH: usize = 31;
 
 pub(super) fn parse_area(area: &[u8], hdr_size: u64) -> R<Metadata> {
     if hdr_size <= BIN_HEADER_SIZE || hdr_size > 4 * 1024 * 1024 {
@@ -53,20 +53,9 @@ pub(super) fn parse_area(area: &[u8], hdr_size: u64) -> R<Metadata> {
     if area.first() != Some(&b'{') {
         return Err(bad("json area", "must start with '{'"));
     }
-    let mut stream = serde_json::Deserializer::from_slice(area).into_iter::<Value>();
-    let root = match stream.next() {
-        Some(Ok(v)) => v,
-        Some(Err(e)) => return Err(Error::Json(e.to_string())),
-        None => return Err(Error::Json("empty JSON area".into())),
-    };
-    // json-c consumes JSON whitespace after the value; only NULs may follow (at least one).
-    let end = stream.byte_offset();
-    let after = area.get(end..).unwrap_or_default();
-    let ws = after
-        .iter()
-        .take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
-        .count();
-    let tail = after.get(ws..).unwrap_or_default();
+    let (root, end) = super::json::parse_prefix(area)?;
+    // The parser consumed trailing whitespace and comments; only NULs may follow (at least one).
+    let tail = area.get(end..).unwrap_or_default();
     if tail.is_empty() {
         return Err(bad("json area", "missing trailing NUL after the JSON text"));
     }
@@ -76,10 +65,12 @@ pub(super) fn parse_area(area: &[u8], hdr_size: u64) -> R<Metadata> {
     from_value(root, hdr_size)
 }
 
+/// json-c's depth of the deepest value below `v` (`v` itself at 0; an empty container adds
+/// nothing).
 fn depth(v: &Value) -> usize {
     match v {
-        Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
-        Value::Object(o) => 1 + o.values().map(depth).max().unwrap_or(0),
+        Value::Array(a) if !a.is_empty() => 1 + a.iter().map(depth).max().unwrap_or(0),
+        Value::Object(o) if !o.is_empty() => 1 + o.values().map(depth).max().unwrap_or(0),
         _ => 0,
     }
 }
@@ -684,6 +675,20 @@ fn validate_keyslot_types(keyslots: &JsonMap, digests: &JsonMap, config: &JsonMa
     Ok(())
 }
 
+/// `(offset, size)` of the area of a raw (already validated) keyslot object.
+pub(super) fn raw_area_range(v: &Value) -> Option<(u64, u64)> {
+    let area = v.as_object().and_then(|k| get_obj(k, "area"))?;
+    Some((
+        get_str(area, "offset").and_then(parse_u64_field)?,
+        get_str(area, "size").and_then(parse_u64_field)?,
+    ))
+}
+
+/// The number of a canonical decimal key (`"0"`, `"17"`; no leading zeros, fits u32).
+fn canonical_id(key: &str) -> Option<u32> {
+    key.parse::<u32>().ok().filter(|n| n.to_string() == key)
+}
+
 /// A canonical decimal id (`"0"`, `"17"`; no leading zeros).
 fn id_of(key: &str, field: &'static str) -> R<u32> {
     match key.parse::<u32>() {
@@ -874,15 +879,28 @@ fn build(
             flags: None,
             requirements: None,
         },
+        unindexed: Unindexed::default(),
     };
     for (key, val) in keyslots {
-        let id = KeyslotId::new(id_of(key, "keyslots")?);
-        m.keyslots
-            .insert(id, build_keyslot(as_obj(val, "keyslots")?)?);
+        match canonical_id(key) {
+            Some(id) => {
+                m.keyslots
+                    .insert(KeyslotId::new(id), build_keyslot(as_obj(val, "keyslots")?)?);
+            }
+            None => {
+                m.unindexed.keyslots.insert(key.clone(), val.clone());
+            }
+        }
     }
     for (key, val) in tokens {
-        let id = TokenId::new(id_of(key, "tokens")?);
-        m.tokens.insert(id, token_from_json(val)?);
+        match canonical_id(key) {
+            Some(id) => {
+                m.tokens.insert(TokenId::new(id), token_from_json(val)?);
+            }
+            None => {
+                m.unindexed.tokens.insert(key.clone(), val.clone());
+            }
+        }
     }
     for (key, val) in segments {
         let id = SegmentId::new(id_of(key, "segments")?);
@@ -890,8 +908,15 @@ fn build(
             .insert(id, build_segment(as_obj(val, "segments")?)?);
     }
     for (key, val) in digests {
-        let id = DigestId::new(id_of(key, "digests")?);
-        m.digests.insert(id, build_digest(as_obj(val, "digests")?)?);
+        match canonical_id(key) {
+            Some(id) => {
+                m.digests
+                    .insert(DigestId::new(id), build_digest(as_obj(val, "digests")?)?);
+            }
+            None => {
+                m.unindexed.digests.insert(key.clone(), val.clone());
+            }
+        }
     }
     m.config.flags = get_arr(config, "flags")
         .map(|a| strings(a, "config.flags"))
