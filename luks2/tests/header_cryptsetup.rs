@@ -299,3 +299,56 @@ fn committed_fixture() {
         assert!(header::read_bytes(&bytes[..len]).is_err(), "{len}");
     }
 }
+
+/// A header in the middle of an online reencryption (made by `cryptsetup reencrypt --init-only`)
+/// is read, re-serialized byte for byte, and refused for writing.
+#[test]
+fn reencryption_in_progress_is_read_only() {
+    let Some(cs) = cryptsetup() else { return };
+    let img = Image::format(&cs, 20 * MIB, &[]);
+    run_ok(
+        &cs,
+        &[
+            "reencrypt",
+            "--init-only",
+            "--batch-mode",
+            "--key-file",
+            img.k(),
+            "--pbkdf",
+            "pbkdf2",
+            "--pbkdf-force-iterations",
+            "1000",
+            img.p(),
+        ],
+    );
+    let mut f = img.open_rw();
+    let mut h = header::read(&f).unwrap();
+    assert!(h.metadata.is_read_only());
+    assert!(
+        h.metadata
+            .requirements()
+            .iter()
+            .any(|r| r.starts_with("online-reencrypt"))
+    );
+    let reenc = h
+        .metadata
+        .keyslots
+        .values()
+        .filter(|k| k.type_name() == "reencrypt")
+        .count();
+    assert_eq!(reenc, 1);
+    assert_eq!(
+        h.metadata
+            .segments
+            .values()
+            .filter(|s| s.is_backup())
+            .count(),
+        2
+    );
+    assert_eq!(h.metadata.to_json(), on_disk_json(&img.bytes()));
+    h.set_label("nope").unwrap();
+    assert!(matches!(
+        header::write(&mut f, &mut h),
+        Err(luks2::Error::ReadOnlyRequirements(_))
+    ));
+}

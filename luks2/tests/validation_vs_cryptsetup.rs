@@ -1077,23 +1077,245 @@ fn cases() -> Vec<(&'static str, Mutation)> {
     ]
 }
 
+/// Cases on a header in the middle of an online reencryption (`cryptsetup reencrypt
+/// --init-only`): keyslot 2 is the `reencrypt` keyslot, segments 1 and 2 are backups, the header
+/// requires `online-reencrypt-v2`.
+fn reencrypt_cases() -> Vec<(&'static str, Mutation)> {
+    vec![
+        case("reencrypt: unchanged", |_| {}),
+        case(
+            "reencrypt: mode encrypt",
+            j(|v| v["keyslots"]["2"]["mode"] = json!("encrypt")),
+        ),
+        case(
+            "reencrypt: mode bogus",
+            j(|v| v["keyslots"]["2"]["mode"] = json!("bogus")),
+        ),
+        case(
+            "reencrypt: mode missing",
+            j(|v| drop(v["keyslots"]["2"].as_object_mut().unwrap().remove("mode"))),
+        ),
+        case(
+            "reencrypt: direction backward",
+            j(|v| v["keyslots"]["2"]["direction"] = json!("backward")),
+        ),
+        case(
+            "reencrypt: direction sideways",
+            j(|v| v["keyslots"]["2"]["direction"] = json!("sideways")),
+        ),
+        case(
+            "reencrypt: key_size 2",
+            j(|v| v["keyslots"]["2"]["key_size"] = json!(2)),
+        ),
+        case(
+            "reencrypt: checksum sector_size 1000",
+            j(|v| v["keyslots"]["2"]["area"]["sector_size"] = json!(1000)),
+        ),
+        case(
+            "reencrypt: checksum sector_size 256",
+            j(|v| v["keyslots"]["2"]["area"]["sector_size"] = json!(256)),
+        ),
+        case(
+            "reencrypt: checksum without hash",
+            j(|v| {
+                drop(
+                    v["keyslots"]["2"]["area"]
+                        .as_object_mut()
+                        .unwrap()
+                        .remove("hash"),
+                )
+            }),
+        ),
+        case(
+            "reencrypt: area journal",
+            j(|v| v["keyslots"]["2"]["area"]["type"] = json!("journal")),
+        ),
+        case(
+            "reencrypt: area none",
+            j(|v| v["keyslots"]["2"]["area"]["type"] = json!("none")),
+        ),
+        case(
+            "reencrypt: datashift without shift_size",
+            j(|v| v["keyslots"]["2"]["area"]["type"] = json!("datashift")),
+        ),
+        case(
+            "reencrypt: datashift shift_size 0",
+            j(|v| {
+                v["keyslots"]["2"]["area"]["type"] = json!("datashift");
+                v["keyslots"]["2"]["area"]["shift_size"] = json!("0");
+            }),
+        ),
+        case(
+            "reencrypt: datashift shift_size 1000",
+            j(|v| {
+                v["keyslots"]["2"]["area"]["type"] = json!("datashift");
+                v["keyslots"]["2"]["area"]["shift_size"] = json!("1000");
+            }),
+        ),
+        case(
+            "reencrypt: datashift shift_size 1048576",
+            j(|v| {
+                v["keyslots"]["2"]["area"]["type"] = json!("datashift");
+                v["keyslots"]["2"]["area"]["shift_size"] = json!("1048576");
+            }),
+        ),
+        case(
+            "reencrypt: datashift-checksum without hash",
+            j(|v| {
+                v["keyslots"]["2"]["area"]["type"] = json!("datashift-checksum");
+                v["keyslots"]["2"]["area"]["shift_size"] = json!("1048576");
+                v["keyslots"]["2"]["area"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("hash");
+            }),
+        ),
+        case(
+            "reencrypt: requirement removed",
+            j(|v| {
+                v["config"].as_object_mut().unwrap().remove("requirements");
+            }),
+        ),
+        case(
+            "reencrypt: requirement online-reencrypt-v9",
+            j(|v| {
+                v["config"]["requirements"]["mandatory"] = json!(["online-reencrypt-v9"]);
+            }),
+        ),
+        case(
+            "reencrypt: requirement offline-reencrypt",
+            j(|v| {
+                v["config"]["requirements"]["mandatory"] = json!(["offline-reencrypt"]);
+            }),
+        ),
+        case(
+            "reencrypt: keyslot removed, requirement kept",
+            j(|v| {
+                v["keyslots"].as_object_mut().unwrap().remove("2");
+                v["digests"]["2"]["keyslots"] = json!([]);
+            }),
+        ),
+        case(
+            "reencrypt: second reencrypt keyslot",
+            j(|v| {
+                let mut k = v["keyslots"]["2"].clone();
+                k["area"]["offset"] = json!((2 * HDR + MIB - 4096).to_string());
+                k["area"]["size"] = json!("4096");
+                v["keyslots"]["3"] = k;
+            }),
+        ),
+        case(
+            "reencrypt: backup flag dropped",
+            j(|v| {
+                v["segments"]["1"].as_object_mut().unwrap().remove("flags");
+            }),
+        ),
+        case(
+            "reencrypt: backup segment before a regular one",
+            j(|v| {
+                let s1 = v["segments"]["1"].take();
+                let s0 = v["segments"]["0"].take();
+                v["segments"]["0"] = s1;
+                v["segments"]["1"] = s0;
+            }),
+        ),
+    ]
+}
+
+struct Verdict {
+    name: &'static str,
+    theirs: bool,
+    ours: Result<header::Header, luks2::Error>,
+    stderr: String,
+}
+
+fn template_of(base: &[u8]) -> Case {
+    let primary = binary::BinaryHeader::parse(&base[..4096]).unwrap();
+    let secondary = binary::BinaryHeader::parse(&base[16384..16384 + 4096]).unwrap();
+    let end = base[4096..16384].iter().position(|&b| b == 0).unwrap();
+    let json: Value = serde_json::from_slice(&base[4096..4096 + end]).unwrap();
+    Case {
+        json,
+        text: None,
+        secondary_text: None,
+        primary,
+        secondary,
+        layout_hdr_size: HDR,
+        recompute: true,
+        padding: Vec::new(),
+        break_primary_csum: false,
+    }
+}
+
+fn luks_dump_ok(cs: &std::path::Path, dir: &std::path::Path, bytes: &[u8]) -> (bool, String) {
+    let file = dir.join("case.img");
+    std::fs::write(&file, bytes).unwrap();
+    let out = run(cs, &["luksDump", file.to_str().unwrap()]);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+    )
+}
+
+/// Builds every case on `base`, judges it by both implementations, and checks our writer on the
+/// headers both accept: rewriting them must give an image both still accept, with equal metadata.
+fn judge(
+    cs: &std::path::Path,
+    dir: &std::path::Path,
+    base: &[u8],
+    cases: Vec<(&'static str, Mutation)>,
+    rewritten: &mut usize,
+) -> Vec<Verdict> {
+    let template = template_of(base);
+    let mut out = Vec::new();
+    for (name, mutate) in cases {
+        let mut c = template.clone();
+        mutate(&mut c);
+        let bytes = build(base, &c);
+        let ours = header::read(&MemDevice::from_vec(bytes.clone()));
+        let (theirs, stderr) = luks_dump_ok(cs, dir, &bytes);
+        if let (true, Ok(h)) = (theirs, &ours)
+            && !h.metadata.is_read_only()
+            && h.seqid() != u64::MAX
+        {
+            let mut dev = MemDevice::from_vec(bytes.clone());
+            let mut h2 = h.clone();
+            header::write(&mut dev, &mut h2)
+                .unwrap_or_else(|e| panic!("{name}: rewrite failed: {e}"));
+            let again =
+                header::read(&dev).unwrap_or_else(|e| panic!("{name}: rewritten unreadable: {e}"));
+            assert_eq!(
+                again.metadata, h.metadata,
+                "{name}: rewrite changed the metadata"
+            );
+            let (ok, err) = luks_dump_ok(cs, dir, dev.as_slice());
+            assert!(ok, "{name}: cryptsetup rejects our rewrite: {err}");
+            *rewritten += 1;
+        }
+        out.push(Verdict {
+            name,
+            theirs,
+            ours,
+            stderr,
+        });
+    }
+    out
+}
+
 #[test]
 fn validation_agrees_with_cryptsetup() {
     let Some(cs) = cryptsetup() else { return };
     // Base: 4 MiB image, 16 KiB metadata, 1 MiB keyslots area, data at 2 MiB, keyslots 0 and 1,
     // one token.
-    let img = Image::format(
-        &cs,
-        4 * MIB,
-        &[
-            "--luks2-keyslots-size",
-            "1048576",
-            "--offset",
-            "4096",
-            "--key-size",
-            "256",
-        ],
-    );
+    let small = [
+        "--luks2-keyslots-size",
+        "1048576",
+        "--offset",
+        "4096",
+        "--key-size",
+        "256",
+    ];
+    let img = Image::format(&cs, 4 * MIB, &small);
     run_ok(
         &cs,
         &[
@@ -1125,76 +1347,88 @@ fn validation_agrees_with_cryptsetup() {
             img.p(),
         ],
     );
-    let base = img.bytes();
-    let primary = binary::BinaryHeader::parse(&base[..4096]).unwrap();
-    let secondary = binary::BinaryHeader::parse(&base[16384..16384 + 4096]).unwrap();
-    let end = base[4096..16384].iter().position(|&b| b == 0).unwrap();
-    let json: Value = serde_json::from_slice(&base[4096..4096 + end]).unwrap();
-    let template = Case {
-        json,
-        text: None,
-        secondary_text: None,
-        primary,
-        secondary,
-        layout_hdr_size: HDR,
-        recompute: true,
-        padding: Vec::new(),
-        break_primary_csum: false,
-    };
+    // A second base in the middle of an online reencryption.
+    let re = Image::format(&cs, 4 * MIB, &small);
+    run_ok(
+        &cs,
+        &[
+            "reencrypt",
+            "--init-only",
+            "--batch-mode",
+            "--key-file",
+            re.k(),
+            "--pbkdf",
+            "pbkdf2",
+            "--pbkdf-force-iterations",
+            "1000",
+            re.p(),
+        ],
+    );
 
-    let mut results = Vec::new();
-    for (name, mutate) in cases() {
-        let mut c = template.clone();
-        mutate(&mut c);
-        let bytes = build(&base, &c);
-        let ours = header::read(&MemDevice::from_vec(bytes.clone()));
-        let file = img.dir.path().join("case.img");
-        std::fs::write(&file, &bytes).unwrap();
-        let out = run(&cs, &["luksDump", file.to_str().unwrap()]);
-        let theirs = out.status.success();
-        results.push((
-            name,
-            theirs,
-            ours.is_ok(),
-            ours.err().map(|e| e.to_string()),
-            out,
-        ));
-    }
+    let mut rewritten = 0;
+    let mut results = judge(&cs, img.dir.path(), &img.bytes(), cases(), &mut rewritten);
+    results.extend(judge(
+        &cs,
+        img.dir.path(),
+        &re.bytes(),
+        reencrypt_cases(),
+        &mut rewritten,
+    ));
 
     let total = results.len();
     let mut agreed = 0;
     let mut disagreements = Vec::new();
-    for (name, theirs, ours, err, out) in &results {
-        let verdict = |ok: &bool| if *ok { "accept" } else { "reject" };
+    let verdict = |ok: bool| if ok { "accept" } else { "reject" };
+    for r in &results {
         println!(
             "{:<55} cryptsetup: {}  ours: {}",
-            name,
-            verdict(theirs),
-            verdict(ours)
+            r.name,
+            verdict(r.theirs),
+            verdict(r.ours.is_ok())
         );
-        if theirs == ours {
+        if r.theirs == r.ours.is_ok() {
             agreed += 1;
         } else {
             disagreements.push(format!(
-                "{name}: cryptsetup {} ({}), ours {} ({})",
-                verdict(theirs),
-                String::from_utf8_lossy(&out.stderr).trim(),
-                verdict(ours),
-                err.as_deref().unwrap_or("ok")
+                "{}: cryptsetup {} ({}), ours {} ({})",
+                r.name,
+                verdict(r.theirs),
+                r.stderr,
+                verdict(r.ours.is_ok()),
+                r.ours
+                    .as_ref()
+                    .err()
+                    .map_or("ok".to_owned(), ToString::to_string)
             ));
         }
     }
-    println!("validation cases: {total}, agreed: {agreed}");
-    let accepted = results.iter().filter(|r| r.1).count();
+    println!(
+        "validation cases: {total}, agreed: {agreed}, accepted headers rewritten by us: {rewritten}"
+    );
+    let accepted = results.iter().filter(|r| r.theirs).count();
     assert!(
-        results[0].1 && results[0].2,
+        results[0].theirs && results[0].ours.is_ok(),
         "the unmodified image must be accepted by both"
     );
+    let reencrypt = results
+        .iter()
+        .find(|r| r.name == "reencrypt: unchanged")
+        .unwrap();
+    let h = reencrypt.ours.as_ref().unwrap();
+    assert!(
+        h.metadata.is_read_only(),
+        "a header in reencryption must be read-only for us"
+    );
+    assert!(matches!(
+        h.metadata.keyslots[&luks2::metadata::KeyslotId::new(2)],
+        luks2::metadata::Keyslot::Other(_)
+    ));
     assert!(
         accepted > 10 && total - accepted > 10,
         "cases must discriminate: {accepted} of {total} accepted"
     );
     assert!(total >= 60, "only {total} cases");
+    assert!(rewritten > 30, "only {rewritten} headers rewritten");
     assert!(
         disagreements.is_empty(),
         "verdicts differ:\n{}",

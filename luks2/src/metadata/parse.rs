@@ -22,8 +22,11 @@
 //! * `luks2` keyslots: `kdf` (pbkdf2: exactly type/salt/hash/iterations; argon2i/argon2id: exactly
 //!   type/salt/time/memory/cpus; other types unchecked), `af` of type `luks1` with `hash` string
 //!   and `stripes` integer, `area` of type `raw` with `encryption`, `key_size`, `offset`, `size`;
-//!   each in exactly one digest. At most one `reencrypt` keyslot, and only with an
-//!   online-reencrypt requirement.
+//!   each in exactly one digest. `reencrypt` keyslots: `key_size` 1, `mode`
+//!   reencrypt/encrypt/decrypt, `direction` forward/backward, checksum areas with a `hash` and a
+//!   power-of-two `sector_size` >= 512, datashift areas with a non-zero 512-aligned
+//!   `shift_size`; at most one, only with an `online-reencrypt*` requirement, and a known
+//!   online-reencrypt requirement needs one.
 
 use std::collections::BTreeMap;
 
@@ -556,6 +559,46 @@ fn validate_areas(keyslots: &JsonMap, json_size: u64, keyslots_size: u64) -> R<(
     Ok(())
 }
 
+/// cryptsetup's checks of a `reencrypt` keyslot (`reenc_keyslot_validate`).
+fn validate_reencrypt_keyslot(k: &JsonMap) -> R<()> {
+    let field = "keyslots (reencrypt)";
+    let area = get_obj(k, "area").ok_or_else(|| bad(field, "area missing"))?;
+    let area_type = get_str(area, "type").ok_or_else(|| bad(field, "area type missing"))?;
+    let key_size = get_int(k, "key_size").ok_or_else(|| bad(field, "key_size missing"))?;
+    let mode = get_str(k, "mode").ok_or_else(|| bad(field, "mode missing or not a string"))?;
+    let direction =
+        get_str(k, "direction").ok_or_else(|| bad(field, "direction missing or not a string"))?;
+    if key_size != 1 {
+        return Err(bad(field, format!("key_size {key_size} is not 1")));
+    }
+    if !matches!(mode, "reencrypt" | "encrypt" | "decrypt") {
+        return Err(bad(field, format!("illegal mode {mode:?}")));
+    }
+    if !matches!(direction, "forward" | "backward") {
+        return Err(bad(field, format!("illegal direction {direction:?}")));
+    }
+    if matches!(area_type, "checksum" | "datashift-checksum") {
+        get_str(area, "hash").ok_or_else(|| bad(field, "checksum hash missing"))?;
+        let sector = get_int(area, "sector_size")
+            .and_then(|v| u32::try_from(v).ok())
+            .ok_or_else(|| bad(field, "checksum sector_size missing or invalid"))?;
+        if sector < 512 || !sector.is_power_of_two() {
+            return Err(bad(field, format!("checksum sector_size {sector} invalid")));
+        }
+    }
+    if matches!(
+        area_type,
+        "datashift" | "datashift-checksum" | "datashift-journal"
+    ) {
+        let shift = get_str(area, "shift_size").ok_or_else(|| bad(field, "shift_size missing"))?;
+        let shift = parse_u64_field(shift).unwrap_or(0);
+        if shift == 0 || !shift.is_multiple_of(512) {
+            return Err(bad(field, format!("illegal shift_size {shift}")));
+        }
+    }
+    Ok(())
+}
+
 fn known_online_reencrypt(req: &str) -> bool {
     matches!(
         req,
@@ -653,7 +696,10 @@ fn validate_keyslot_types(keyslots: &JsonMap, digests: &JsonMap, config: &JsonMa
                     ));
                 }
             }
-            Some("reencrypt") => reencrypt += 1,
+            Some("reencrypt") => {
+                validate_reencrypt_keyslot(k)?;
+                reencrypt += 1;
+            }
             _ => {}
         }
     }
@@ -663,7 +709,8 @@ fn validate_keyslot_types(keyslots: &JsonMap, digests: &JsonMap, config: &JsonMa
             "online reencryption requirement without a reencrypt keyslot",
         ));
     }
-    if reencrypt > 0 && !online {
+    let candidate = mandatory.iter().any(|r| r.starts_with("online-reencrypt"));
+    if reencrypt > 0 && !candidate {
         return Err(bad(
             "keyslots",
             "reencrypt keyslot without a reencryption requirement",
