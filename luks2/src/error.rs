@@ -97,9 +97,10 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Io { .. } => ErrorKind::Io,
-            Error::NotLuks2 | Error::InvalidHeader { .. } | Error::Checksum { .. } | Error::Json(_) => {
-                ErrorKind::WrongDevice
-            }
+            Error::NotLuks2
+            | Error::InvalidHeader { .. }
+            | Error::Checksum { .. }
+            | Error::Json(_) => ErrorKind::WrongDevice,
             Error::InvalidArgument(_) | Error::Slot(_) => ErrorKind::InvalidArgument,
             Error::BadPassphrase => ErrorKind::BadPassphrase,
             Error::OutOfMemory(_) => ErrorKind::OutOfMemory,
@@ -110,7 +111,10 @@ impl Error {
 
     /// Helper for `InvalidHeader`.
     pub fn header(field: &'static str, reason: impl Into<String>) -> Self {
-        Error::InvalidHeader { field, reason: reason.into() }
+        Error::InvalidHeader {
+            field,
+            reason: reason.into(),
+        }
     }
 
     /// Helper for `Io`.

@@ -20,6 +20,6 @@ pub mod metadata;
 pub mod secret;
 pub mod token;
 
-pub use error::{Error, ErrorKind, Result};
 pub use device::Luks2Device;
+pub use error::{Error, ErrorKind, Result};
 pub use secret::{Passphrase, VolumeKey};
