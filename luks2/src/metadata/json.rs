@@ -21,22 +21,41 @@ use crate::error::{Error, Result};
 /// json-c's default maximum depth.
 const MAX_DEPTH: usize = 32;
 
+/// A parsed value and facts about its text.
+pub(super) struct Parsed {
+    /// The value.
+    pub(super) value: Value,
+    /// Offset just past the value and the whitespace and comments after it.
+    pub(super) end: usize,
+    /// Bytes added by decoding invalid UTF-8 lossily (json-c would re-serialize the original
+    /// bytes, so size checks subtract this).
+    pub(super) lossy_extra: usize,
+}
+
 /// Parses one JSON value at the start of `input` and the whitespace and comments after it.
-/// Returns the value and the offset just past what was consumed. Reaching the end of `input`
-/// inside the value is an error.
-pub(super) fn parse_prefix(input: &[u8]) -> Result<(Value, usize)> {
-    let mut p = Parser { s: input, pos: 0 };
+/// Reaching the end of `input` inside the value is an error.
+pub(super) fn parse_prefix(input: &[u8]) -> Result<Parsed> {
+    let mut p = Parser {
+        s: input,
+        pos: 0,
+        lossy_extra: 0,
+    };
     p.skip_ws(false)?;
     let v = p.value(0)?;
     // Whitespace and comments after the value are consumed too. json-c stops at the first NUL
     // byte; inside a trailing comment that ends the parse successfully, just past the NUL.
     p.skip_ws(true)?;
-    Ok((v, p.pos))
+    Ok(Parsed {
+        value: v,
+        end: p.pos,
+        lossy_extra: p.lossy_extra,
+    })
 }
 
 struct Parser<'a> {
     s: &'a [u8],
     pos: usize,
+    lossy_extra: usize,
 }
 
 fn err(what: impl Into<String>) -> Error {
@@ -44,6 +63,12 @@ fn err(what: impl Into<String>) -> Error {
 }
 
 impl Parser<'_> {
+    fn text(&mut self, bytes: &[u8]) -> String {
+        let s = String::from_utf8_lossy(bytes).into_owned();
+        self.lossy_extra += s.len().saturating_sub(bytes.len());
+        s
+    }
+
     fn peek(&self) -> Option<u8> {
         self.s.get(self.pos).copied()
     }
@@ -107,7 +132,7 @@ impl Parser<'_> {
             b'"' | b'\'' => {
                 self.pos += 1;
                 let bytes = self.string(c)?;
-                Ok(Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+                Ok(Value::String(self.text(&bytes)))
             }
             b't' | b'T' => self.literal(b"true", Value::Bool(true)),
             b'f' | b'F' => self.literal(b"false", Value::Bool(false)),
@@ -159,7 +184,7 @@ impl Parser<'_> {
                 q @ (b'"' | b'\'') => {
                     let raw = self.string(q)?;
                     let key_bytes = raw.split(|&b| b == 0).next().unwrap_or_default();
-                    let key = String::from_utf8_lossy(key_bytes).into_owned();
+                    let key = self.text(key_bytes);
                     self.skip_ws(false)?;
                     if self.next()? != b':' {
                         return Err(self.at("expected ':'"));
@@ -417,7 +442,7 @@ mod tests {
     fn parse(s: &str) -> Result<Value> {
         let mut bytes = s.as_bytes().to_vec();
         bytes.push(0);
-        parse_prefix(&bytes).map(|(v, _)| v)
+        parse_prefix(&bytes).map(|p| p.value)
     }
 
     #[test]
@@ -492,6 +517,13 @@ mod tests {
     }
 
     #[test]
+    fn lossy_expansion_is_counted() {
+        let p = parse_prefix(b"{\"a\xff\":\"\xff\xfe\"}\0").unwrap();
+        assert_eq!(p.value, json!({"a\u{fffd}": "\u{fffd}\u{fffd}"}));
+        assert_eq!(p.lossy_extra, 6);
+    }
+
+    #[test]
     fn depth_limit() {
         let nest = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
         assert!(parse(&format!("{{\"a\":{}}}", nest(30))).is_ok());
@@ -502,10 +534,10 @@ mod tests {
 
     #[test]
     fn end_offset_includes_trailing_whitespace_and_comments() {
-        let (_, end) = parse_prefix(b"{} /* x */ \n\0\0").unwrap();
+        let end = parse_prefix(b"{} /* x */ \n\0\0").unwrap().end;
         assert_eq!(end, 12);
         assert!(parse_prefix(b"{} /* never closed").is_err());
-        let (_, end) = parse_prefix(b"{} /* closed by NUL\0\0").unwrap();
+        let end = parse_prefix(b"{} /* closed by NUL\0\0").unwrap().end;
         assert_eq!(end, 20, "just past the NUL");
         assert!(parse_prefix(b"{\"a\":\"x\0y\"}\0").is_err());
         assert!(parse_prefix(b"{} /x").is_err());

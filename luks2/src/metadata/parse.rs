@@ -56,16 +56,16 @@ pub(super) fn parse_area(area: &[u8], hdr_size: u64) -> R<Metadata> {
     if area.first() != Some(&b'{') {
         return Err(bad("json area", "must start with '{'"));
     }
-    let (root, end) = super::json::parse_prefix(area)?;
+    let parsed = super::json::parse_prefix(area)?;
     // The parser consumed trailing whitespace and comments; only NULs may follow (at least one).
-    let tail = area.get(end..).unwrap_or_default();
+    let tail = area.get(parsed.end..).unwrap_or_default();
     if tail.is_empty() {
         return Err(bad("json area", "missing trailing NUL after the JSON text"));
     }
     if tail.iter().any(|&b| b != 0) {
         return Err(bad("json area", "non-NUL bytes after the JSON text"));
     }
-    from_value(root, hdr_size)
+    validate(parsed.value, hdr_size, parsed.lossy_extra)
 }
 
 /// json-c's depth of the deepest value below `v` (`v` itself at 0; an empty container adds
@@ -78,7 +78,13 @@ fn depth(v: &Value) -> usize {
     }
 }
 
-pub(super) fn from_value(mut root: Value, hdr_size: u64) -> R<Metadata> {
+pub(super) fn from_value(root: Value, hdr_size: u64) -> R<Metadata> {
+    validate(root, hdr_size, 0)
+}
+
+/// Validates and builds; `lossy_extra` is subtracted from the serialized size when checking that
+/// the JSON fits its area (see `json::Parsed`).
+fn validate(mut root: Value, hdr_size: u64, lossy_extra: usize) -> R<Metadata> {
     if depth(&root) > MAX_DEPTH {
         return Err(Error::Json("JSON nested too deeply".into()));
     }
@@ -111,7 +117,7 @@ pub(super) fn from_value(mut root: Value, hdr_size: u64) -> R<Metadata> {
             format!("{json_size} does not match the header's JSON area size {json_area_size}"),
         ));
     }
-    let text_len = root.to_string().len() as u64;
+    let text_len = root.to_string().len().saturating_sub(lossy_extra) as u64;
     if text_len > json_area_size {
         return Err(bad("json area", "JSON does not fit in the designated area"));
     }
