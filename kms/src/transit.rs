@@ -192,21 +192,20 @@ struct Request<'a> {
 impl TransitClient {
     /// Builds a client from a transit configuration (no network I/O yet).
     pub fn new(config: &KmsConfig) -> Result<Self> {
-        let (Credentials::Transit { token, ca }, Endpoint::Http { tls, .. }) =
+        let (Credentials::Transit { token, ca }, Endpoint::Http { .. }) =
             (&config.credentials, config.endpoint())
         else {
             return Err(Error::config("not a transit configuration"));
         };
         let t = config.timeouts();
-        let mut builder = reqwest::Client::builder()
+        // Always hand reqwest our rustls config (ring provider): it has no provider of its own.
+        let builder = reqwest::Client::builder()
             .connect_timeout(t.connect)
             .timeout(t.request)
             .pool_idle_timeout(Duration::from_secs(60))
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("onmetal-csi-driver/", env!("CARGO_PKG_VERSION")));
-        if *tls {
-            builder = builder.use_preconfigured_tls(transit_config(ca.as_ref())?);
-        }
+            .user_agent(concat!("onmetal-csi-driver/", env!("CARGO_PKG_VERSION")))
+            .use_preconfigured_tls(transit_config(ca.as_ref())?);
         let http = builder
             .build()
             .map_err(|e| Error::config(format!("HTTP client setup: {e}")))?;
@@ -297,7 +296,8 @@ impl TransitClient {
         Error::unavailable(format!("{msg}{chain}"))
     }
 
-    /// One call with a single quick retry on 429/500/502/504 (kubelet does the long retries).
+    /// One call with a single quick retry on 429/500/502/504 or a failed connection (kubelet
+    /// does the long retries).
     async fn call(&self, op: Operation, body: &Request<'_>) -> Result<Response> {
         let path = format!("transit/{}/{}", op.path(), self.key);
         let mut buf = Zeroizing::new(Vec::with_capacity(1024));
@@ -305,7 +305,20 @@ impl TransitClient {
             .map_err(|e| Error::config(format!("request encoding: {e}")))?;
         let mut retried = false;
         loop {
-            let (status, resp) = self.send(&path, Some(Zeroizing::new(buf.to_vec()))).await?;
+            let (status, resp) = match self.send(&path, Some(Zeroizing::new(buf.to_vec()))).await {
+                // A pooled connection the server closed (restart, idle timeout): once more on a
+                // fresh one. Timeouts are not retried: the time budget is spent.
+                Err(e)
+                    if !retried
+                        && e.kind() == ErrorKind::Unavailable
+                        && !e.message().contains("timeout") =>
+                {
+                    retried = true;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                other => other?,
+            };
             if matches!(status, 429 | 500 | 502 | 504) && !retried {
                 retried = true;
                 tokio::time::sleep(Duration::from_millis(300)).await;

