@@ -1,0 +1,255 @@
+//! `onmetal-csi-driver kms wrap|unwrap|check|rewrap`.
+//!
+//! `--secret-dir` holds files named like the Secret's keys (`token`, `ca.crt`, `tls.crt`,
+//! `tls.key`), as Kubernetes mounts a Secret. `wrap` reads the DEK bytes on stdin and prints the
+//! wrapped-key record; `unwrap` reads the record on stdin and writes the DEK bytes to stdout
+//! (never to a terminal); `check` prints the round-trip latency; `rewrap` (Transit) reads a
+//! record and prints it re-wrapped under the latest key version. Errors: one line on stderr and
+//! an exit status by class (see [`exit_code`]).
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use kms::{Dek, Error, ErrorKind, Kms, KmsConfig, KmsType, Timeouts, VolumeId, WrappedKey};
+use zeroize::Zeroizing;
+
+/// Where the KMS is and how to authenticate.
+#[derive(Args)]
+pub(crate) struct Target {
+    /// KMS interface: transit or kmip.
+    #[arg(long = "type", value_name = "transit|kmip")]
+    kind: String,
+    /// Endpoint: http(s)://host:port (transit) or host:port (kmip).
+    #[arg(long, value_name = "E")]
+    endpoint: String,
+    /// Transit key name or KMIP Unique Identifier of the key encryption key.
+    #[arg(long, value_name = "K")]
+    key_id: String,
+    /// Directory with files named like the Secret's keys: token, ca.crt, tls.crt, tls.key.
+    #[arg(long, value_name = "D")]
+    secret_dir: PathBuf,
+    /// OpenBao/Vault namespace (transit only).
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Request timeout in seconds (connect timeout is the smaller of 5 and this).
+    #[arg(long, value_name = "SECONDS", default_value_t = 15)]
+    timeout: u64,
+}
+
+/// The `kms` subcommands.
+#[derive(Subcommand)]
+pub(crate) enum KmsCommand {
+    /// Read DEK bytes on stdin, print the wrapped-key record (JSON) on stdout.
+    Wrap {
+        #[command(flatten)]
+        target: Target,
+        /// The volume the key belongs to.
+        #[arg(long, value_name = "V")]
+        volume_id: String,
+    },
+    /// Read a wrapped-key record on stdin, write the DEK bytes on stdout (not to a terminal).
+    Unwrap {
+        #[command(flatten)]
+        target: Target,
+        /// The volume the key must belong to.
+        #[arg(long, value_name = "V")]
+        volume_id: String,
+    },
+    /// Wrap and unwrap a random key; print the round-trip latency.
+    Check {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Transit only: read a record on stdin, print it re-wrapped under the latest key version.
+    Rewrap {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// Exit status by error class (sysexits values): unavailable 69, denied 77, not found 66,
+/// integrity 65, invalid configuration 78; local I/O and usage problems 64; clap usage 2.
+pub(crate) fn exit_code(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::Unavailable => 69,
+        ErrorKind::Denied => 77,
+        ErrorKind::NotFound => 66,
+        ErrorKind::Integrity => 65,
+        _ => 78,
+    }
+}
+
+enum Failure {
+    Kms(Error),
+    Local(String),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Self::Kms(e)
+    }
+}
+
+pub(crate) fn run(cmd: KmsCommand) -> ExitCode {
+    let name = match &cmd {
+        KmsCommand::Wrap { .. } => "wrap",
+        KmsCommand::Unwrap { .. } => "unwrap",
+        KmsCommand::Check { .. } => "check",
+        KmsCommand::Rewrap { .. } => "rewrap",
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("onmetal-csi-driver kms {name}: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(execute(cmd)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Kms(e)) => {
+            eprintln!("onmetal-csi-driver kms {name}: {}", e.display_chain());
+            ExitCode::from(exit_code(e.kind()))
+        }
+        Err(Failure::Local(msg)) => {
+            eprintln!(
+                "onmetal-csi-driver kms {name}: {}",
+                msg.replace(['\n', '\r'], " ")
+            );
+            ExitCode::from(64)
+        }
+    }
+}
+
+fn read_secret_dir(dir: &Path) -> Result<HashMap<String, String>, Failure> {
+    if !dir.is_dir() {
+        return Err(Failure::Kms(Error::new(
+            ErrorKind::InvalidConfig,
+            format!("--secret-dir {} is not a directory", dir.display()),
+        )));
+    }
+    let mut map = HashMap::new();
+    for key in [
+        kms::SECRET_TOKEN,
+        kms::SECRET_CA,
+        kms::SECRET_TLS_CERT,
+        kms::SECRET_TLS_KEY,
+    ] {
+        let path = dir.join(key);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let bytes = Zeroizing::new(bytes);
+                let text = std::str::from_utf8(&bytes).map_err(|_| {
+                    Failure::Kms(Error::new(
+                        ErrorKind::InvalidConfig,
+                        format!("{} is not UTF-8 text", path.display()),
+                    ))
+                })?;
+                map.insert(key.to_owned(), text.to_owned());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Failure::Local(format!(
+                    "cannot read {}: {e}",
+                    path.display()
+                )));
+            }
+        }
+    }
+    Ok(map)
+}
+
+fn client(t: &Target) -> Result<Kms, Failure> {
+    let kind: KmsType = t.kind.parse()?;
+    let mut secrets = read_secret_dir(&t.secret_dir)?;
+    let request = Duration::from_secs(t.timeout.max(1));
+    let timeouts = Timeouts {
+        connect: request.min(Duration::from_secs(5)),
+        request,
+    };
+    let config = KmsConfig::new(
+        kind,
+        &t.endpoint,
+        &t.key_id,
+        t.namespace.as_deref(),
+        &secrets,
+    );
+    // The map held the token or private key: wipe it before anything else can fail.
+    for v in secrets.values_mut() {
+        zeroize::Zeroize::zeroize(v);
+    }
+    Ok(Kms::new(&config?.with_timeouts(timeouts))?)
+}
+
+fn read_stdin(limit: usize, what: &str) -> Result<Zeroizing<Vec<u8>>, Failure> {
+    let mut buf = Zeroizing::new(Vec::with_capacity(limit + 1));
+    let limit64 = u64::try_from(limit).unwrap_or(u64::MAX);
+    std::io::stdin()
+        .lock()
+        .take(limit64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| Failure::Local(format!("cannot read {what} from stdin: {e}")))?;
+    if buf.len() > limit {
+        return Err(Failure::Local(format!(
+            "{what} on stdin is longer than {limit} bytes"
+        )));
+    }
+    Ok(buf)
+}
+
+fn write_stdout(bytes: &[u8]) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure::Local(format!("cannot write to stdout: {e}")))
+}
+
+async fn execute(cmd: KmsCommand) -> Result<(), Failure> {
+    match cmd {
+        KmsCommand::Wrap { target, volume_id } => {
+            let volume = VolumeId::new(volume_id)?;
+            let kms = client(&target)?;
+            let bytes = read_stdin(Dek::MAX_LEN, "the DEK")?;
+            let dek = Dek::from_slice(&bytes)?;
+            let record = kms.wrap(&dek, &volume).await?;
+            write_stdout(format!("{}\n", record.to_json()).as_bytes())
+        }
+        KmsCommand::Unwrap { target, volume_id } => {
+            let volume = VolumeId::new(volume_id)?;
+            if std::io::stdout().is_terminal() {
+                return Err(Failure::Local(
+                    "refusing to write key bytes to a terminal: redirect stdout".to_owned(),
+                ));
+            }
+            let kms = client(&target)?;
+            let text = read_stdin(kms::MAX_RECORD_LEN, "the wrapped-key record")?;
+            let record = WrappedKey::from_json(text.trim_ascii())?;
+            let dek = kms.unwrap(&record, &volume).await?;
+            write_stdout(dek.expose())
+        }
+        KmsCommand::Check { target } => {
+            let kms = client(&target)?;
+            let rtt = kms.check().await?;
+            write_stdout(
+                format!(
+                    "ok: wrap+unwrap round trip {:.1} ms\n",
+                    rtt.as_secs_f64() * 1000.0
+                )
+                .as_bytes(),
+            )
+        }
+        KmsCommand::Rewrap { target } => {
+            let kms = client(&target)?;
+            let text = read_stdin(kms::MAX_RECORD_LEN, "the wrapped-key record")?;
+            let record = WrappedKey::from_json(text.trim_ascii())?;
+            let new = kms.rewrap(&record).await?;
+            write_stdout(format!("{}\n", new.to_json()).as_bytes())
+        }
+    }
+}
