@@ -17,6 +17,7 @@
 mod device;
 mod error;
 mod keyring;
+mod luks2_volume;
 mod mapper;
 mod segment;
 mod sys;
