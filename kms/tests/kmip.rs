@@ -55,6 +55,11 @@ fn flip_b64(s: &str) -> String {
 async fn kmip14_gcm_round_trip_over_mtls_with_ecdsa() {
     let Some(srv) = PyKmip::start() else { return };
     let uid = srv.create_key(true);
+    let before = srv
+        .proc
+        .log_text()
+        .matches("Receiving incoming connection")
+        .count();
     let kms = client(&srv, &uid);
     let Kms::Kmip(k) = &kms else { unreachable!() };
     assert_eq!(k.protocol_version().await.unwrap(), (1, 4));
@@ -73,6 +78,13 @@ async fn kmip14_gcm_round_trip_over_mtls_with_ecdsa() {
         let rtt = kms.check().await.unwrap();
         eprintln!("kmip 1.4 check round trip: {rtt:?}");
     }
+    // All of it went over one TLS connection.
+    let sessions = srv
+        .proc
+        .log_text()
+        .matches("Receiving incoming connection")
+        .count();
+    assert_eq!(sessions - before, 1, "connections opened by the client");
     // Wrong volume: the server's GCM additional-data check refuses it.
     let moved = edit(&w, "volumeId", |_| "pvc-2".into());
     let err = kms.unwrap(&moved, &vol("pvc-2")).await.unwrap_err();
@@ -260,4 +272,43 @@ async fn server_stopped_mid_run_is_unavailable_within_the_timeout() {
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert!(start.elapsed() < Duration::from_secs(3));
     eprintln!("killed KMIP server: {err} after {:?}", start.elapsed());
+}
+
+#[tokio::test]
+async fn expired_server_certificate_is_denied_with_its_date() {
+    let Some(srv) = PyKmip::start_with(true) else {
+        return;
+    };
+    let kms = client(&srv, "1");
+    let err = kms
+        .wrap(&Dek::generate(32).unwrap(), &vol("v"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Denied, "{err}");
+    assert!(
+        err.message().contains("expired on 2022-05-06T00:00:00Z"),
+        "{err}"
+    );
+    eprintln!("expired server certificate: {err}");
+}
+
+#[test]
+fn clients_and_futures_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: T) {}
+    let cfg = KmsConfig::new(
+        KmsType::Transit,
+        "http://127.0.0.1:1",
+        "k",
+        None,
+        &peers::secrets(&[("token", "t")]),
+    )
+    .unwrap();
+    let kms = Kms::new(&cfg).unwrap();
+    send_sync(&kms);
+    let dek = Dek::generate(32).unwrap();
+    let v = vol("v");
+    // Not awaited: only the future's type is checked (tonic handlers need Send futures).
+    send(kms.wrap(&dek, &v));
+    send(kms.check());
 }

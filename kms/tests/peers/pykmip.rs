@@ -71,9 +71,13 @@ impl Ca {
         self.cert.pem()
     }
 
-    pub fn server(&self) -> Leaf {
+    pub fn server(&self, expired: bool) -> Leaf {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
         let mut p = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        if expired {
+            p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2022, 5, 6);
+        }
         p.subject_alt_names
             .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
         p.distinguished_name.push(DnType::CommonName, "127.0.0.1");
@@ -119,10 +123,15 @@ pub struct PyKmip {
 impl PyKmip {
     /// Starts a PyKMIP server with mutual TLS (TLS 1.2, client auth EKU enforced).
     pub fn start() -> Option<PyKmip> {
+        Self::start_with(false)
+    }
+
+    /// As [`PyKmip::start`], optionally with an expired server certificate.
+    pub fn start_with(expired_server_cert: bool) -> Option<PyKmip> {
         let bin = require("PyKMIP (pykmip-server from PyPI pykmip==0.11.0)", binary())?;
         let dir = tempfile::tempdir().unwrap();
         let ca = Ca::new("onmetal test KMIP CA");
-        let server = ca.server();
+        let server = ca.server(expired_server_cert);
         let client = ca.client(ClientOpts::default());
         let d = dir.path();
         std::fs::write(d.join("ca.crt"), ca.pem()).unwrap();
