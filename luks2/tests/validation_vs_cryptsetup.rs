@@ -1093,6 +1093,126 @@ fn cases() -> Vec<(&'static str, Mutation)> {
             }),
         ),
         case(
+            "empty: keyslot type",
+            j(|v| {
+                v["keyslots"]["1"]["type"] = json!("");
+                v["digests"]["0"]["keyslots"] = json!(["0"]);
+            }),
+        ),
+        case(
+            "empty: token type",
+            j(|v| v["tokens"]["0"]["type"] = json!("")),
+        ),
+        case(
+            "empty: digest type",
+            j(|v| v["digests"]["0"]["type"] = json!("")),
+        ),
+        case(
+            "empty: segment type",
+            j(|v| {
+                v["segments"]["0"]["type"] = json!("");
+            }),
+        ),
+        case(
+            "empty: segment offset",
+            j(|v| v["segments"]["0"]["offset"] = json!("")),
+        ),
+        case(
+            "empty: segment size",
+            j(|v| v["segments"]["0"]["size"] = json!("")),
+        ),
+        case(
+            "empty: iv_tweak",
+            j(|v| v["segments"]["0"]["iv_tweak"] = json!("")),
+        ),
+        case(
+            "empty: segment encryption",
+            j(|v| v["segments"]["0"]["encryption"] = json!("")),
+        ),
+        case(
+            "empty: integrity type",
+            j(|v| {
+                v["segments"]["0"]["integrity"] =
+                    json!({"type":"","journal_encryption":"none","journal_integrity":"none"});
+            }),
+        ),
+        case(
+            "empty: area type",
+            j(|v| {
+                v["keyslots"]["1"]["type"] = json!("future-slot");
+                v["keyslots"]["1"]["area"]["type"] = json!("");
+                v["digests"]["0"]["keyslots"] = json!(["0"]);
+            }),
+        ),
+        case(
+            "empty: area offset",
+            j(|v| v["keyslots"]["0"]["area"]["offset"] = json!("")),
+        ),
+        case(
+            "empty: area size",
+            j(|v| v["keyslots"]["0"]["area"]["size"] = json!("")),
+        ),
+        case(
+            "empty: area encryption",
+            j(|v| v["keyslots"]["0"]["area"]["encryption"] = json!("")),
+        ),
+        case(
+            "empty: kdf hash",
+            j(|v| v["keyslots"]["0"]["kdf"]["hash"] = json!("")),
+        ),
+        case(
+            "empty: kdf salt",
+            j(|v| v["keyslots"]["0"]["kdf"]["salt"] = json!("")),
+        ),
+        case(
+            "empty: kdf type",
+            j(|v| v["keyslots"]["0"]["kdf"]["type"] = json!("")),
+        ),
+        case(
+            "empty: af hash",
+            j(|v| v["keyslots"]["0"]["af"]["hash"] = json!("")),
+        ),
+        case(
+            "empty: keyslots_size with no keyslots",
+            j(|v| {
+                v["config"]["keyslots_size"] = json!("");
+                v["keyslots"] = json!({});
+                v["digests"]["0"]["keyslots"] = json!([]);
+                v["tokens"]["0"]["keyslots"] = json!([]);
+            }),
+        ),
+        case(
+            "empty: flag string",
+            j(|v| v["config"]["flags"] = json!([""])),
+        ),
+        case(
+            "empty: mandatory requirement string",
+            j(|v| v["config"]["requirements"] = json!({"mandatory":[""]})),
+        ),
+        case(
+            "empty: digest hash",
+            j(|v| v["digests"]["0"]["hash"] = json!("")),
+        ),
+        case(
+            "config: two online-reencrypt flags",
+            j(|v| {
+                v["config"]["requirements"] =
+                    json!({"mandatory":["online-reencrypt-v2", "online-reencrypt-v3"]});
+            }),
+        ),
+        case(
+            "config: online-reencrypt-v9 without reencrypt keyslot",
+            j(|v| {
+                v["config"]["requirements"] = json!({"mandatory":["online-reencrypt-v9"]});
+            }),
+        ),
+        case(
+            "config: offline-reencrypt requirement",
+            j(|v| {
+                v["config"]["requirements"] = json!({"mandatory":["offline-reencrypt"]});
+            }),
+        ),
+        case(
             "config: optional requirements",
             j(|v| v["config"]["requirements"] = json!({"optional":["x"]})),
         ),
@@ -1209,6 +1329,47 @@ fn reencrypt_cases() -> Vec<(&'static str, Mutation)> {
             j(|v| {
                 v["config"]["requirements"]["mandatory"] = json!(["offline-reencrypt"]);
             }),
+        ),
+        case(
+            "reencrypt: two online-reencrypt flags",
+            j(|v| {
+                v["config"]["requirements"]["mandatory"] =
+                    json!(["online-reencrypt-v2", "online-reencrypt"]);
+            }),
+        ),
+        case(
+            "reencrypt: online-reencrypt and an unknown flag",
+            j(|v| {
+                v["config"]["requirements"]["mandatory"] = json!(["online-reencrypt-v2", "future"]);
+            }),
+        ),
+        case(
+            "reencrypt: requirement online-reencrypt-vX",
+            j(|v| {
+                v["config"]["requirements"]["mandatory"] = json!(["online-reencrypt-vX"]);
+            }),
+        ),
+        case(
+            "reencrypt: requirement online-reencrypt-v",
+            j(|v| {
+                v["config"]["requirements"]["mandatory"] = json!(["online-reencrypt-v"]);
+            }),
+        ),
+        case(
+            "reencrypt: requirement online-reencryptfoo",
+            j(|v| {
+                v["config"]["requirements"]["mandatory"] = json!(["online-reencryptfoo"]);
+            }),
+        ),
+        case(
+            "reencrypt: requirement online-reencrypt (v1)",
+            j(|v| {
+                v["config"]["requirements"]["mandatory"] = json!(["online-reencrypt"]);
+            }),
+        ),
+        case(
+            "reencrypt: empty mode",
+            j(|v| v["keyslots"]["2"]["mode"] = json!("")),
         ),
         case(
             "reencrypt: keyslot removed, requirement kept",

@@ -226,6 +226,11 @@ fn get_str<'a>(m: &'a JsonMap, key: &str) -> Option<&'a str> {
     m.get(key).and_then(Value::as_str)
 }
 
+/// A string that is not empty (cryptsetup 2.6's `json_contains_string`).
+fn get_nstr<'a>(m: &'a JsonMap, key: &str) -> Option<&'a str> {
+    get_str(m, key).filter(|s| !s.is_empty())
+}
+
 fn get_int(m: &JsonMap, key: &str) -> Option<i64> {
     m.get(key).and_then(json_int)
 }
@@ -272,7 +277,7 @@ fn validate_tokens(tokens: &JsonMap, keyslots: &JsonMap) -> R<()> {
             return Err(bad("tokens", format!("key {key:?} is not a number")));
         }
         let t = as_obj(val, "tokens")?;
-        get_str(t, "type").ok_or_else(|| bad("tokens.type", "missing or not a string"))?;
+        get_nstr(t, "type").ok_or_else(|| bad("tokens.type", "missing or not a string"))?;
         let arr = get_arr(t, "keyslots")
             .ok_or_else(|| bad("tokens.keyslots", "missing or not an array"))?;
         validate_refs(arr, keyslots, "tokens.keyslots")?;
@@ -286,7 +291,7 @@ fn validate_digests(digests: &JsonMap, keyslots: &JsonMap, segments: &JsonMap) -
             return Err(bad("digests", format!("key {key:?} is not a number")));
         }
         let d = as_obj(val, "digests")?;
-        get_str(d, "type").ok_or_else(|| bad("digests.type", "missing or not a string"))?;
+        get_nstr(d, "type").ok_or_else(|| bad("digests.type", "missing or not a string"))?;
         let ks = get_arr(d, "keyslots")
             .ok_or_else(|| bad("digests.keyslots", "missing or not an array"))?;
         let ss = get_arr(d, "segments")
@@ -320,9 +325,9 @@ fn segment_bounds(s: &JsonMap) -> (u64, u64) {
 }
 
 fn validate_crypt_segment(key: &str, s: &JsonMap, size: u64, digests: &JsonMap) -> R<()> {
-    let iv = get_str(s, "iv_tweak")
+    let iv = get_nstr(s, "iv_tweak")
         .ok_or_else(|| bad("segments.iv_tweak", "missing or not a string"))?;
-    get_str(s, "encryption")
+    get_nstr(s, "encryption")
         .ok_or_else(|| bad("segments.encryption", "missing or not a string"))?;
     let sector = get_int(s, "sector_size")
         .ok_or_else(|| bad("segments.sector_size", "missing or not an integer"))?;
@@ -331,7 +336,7 @@ fn validate_crypt_segment(key: &str, s: &JsonMap, size: u64, digests: &JsonMap) 
             .as_object()
             .ok_or_else(|| bad("segments.integrity", "not an object"))?;
         for f in ["type", "journal_encryption", "journal_integrity"] {
-            get_str(i, f)
+            get_nstr(i, f)
                 .ok_or_else(|| bad("segments.integrity", format!("{f} missing or not a string")))?;
         }
     }
@@ -365,11 +370,11 @@ fn validate_segments(segments: &JsonMap, digests: &JsonMap) -> R<()> {
         }
         let s = as_obj(val, "segments")?;
         let ty =
-            get_str(s, "type").ok_or_else(|| bad("segments.type", "missing or not a string"))?;
-        let off = get_str(s, "offset")
+            get_nstr(s, "type").ok_or_else(|| bad("segments.type", "missing or not a string"))?;
+        let off = get_nstr(s, "offset")
             .ok_or_else(|| bad("segments.offset", "missing or not a string"))?;
         let sz =
-            get_str(s, "size").ok_or_else(|| bad("segments.size", "missing or not a string"))?;
+            get_nstr(s, "size").ok_or_else(|| bad("segments.size", "missing or not a string"))?;
         let offset = numbered_u64(off)
             .ok_or_else(|| bad("segments.offset", format!("illegal value {off:?}")))?;
         let size = if sz == "dynamic" {
@@ -448,7 +453,7 @@ fn validate_keyslots(keyslots: &JsonMap) -> R<()> {
             return Err(bad("keyslots", format!("key {key:?} is not a number")));
         }
         let k = as_obj(val, "keyslots")?;
-        get_str(k, "type").ok_or_else(|| bad("keyslots.type", "missing or not a string"))?;
+        get_nstr(k, "type").ok_or_else(|| bad("keyslots.type", "missing or not a string"))?;
         let ks = get_int(k, "key_size")
             .ok_or_else(|| bad("keyslots.key_size", "missing or not an integer"))?;
         if u32::try_from(ks).is_err() {
@@ -459,11 +464,11 @@ fn validate_keyslots(keyslots: &JsonMap) -> R<()> {
 }
 
 fn validate_config(config: &JsonMap, segments: &JsonMap) -> R<(u64, u64)> {
-    let js = get_str(config, "json_size")
+    let js = get_nstr(config, "json_size")
         .ok_or_else(|| bad("config.json_size", "missing or not a string"))?;
     let json_size = parse_u64_field(js)
         .ok_or_else(|| bad("config.json_size", format!("illegal value {js:?}")))?;
-    let ks = get_str(config, "keyslots_size")
+    let ks = get_nstr(config, "keyslots_size")
         .ok_or_else(|| bad("config.keyslots_size", "missing or not a string"))?;
     let keyslots_size = parse_u64_field(ks)
         .ok_or_else(|| bad("config.keyslots_size", format!("illegal value {ks:?}")))?;
@@ -510,7 +515,13 @@ fn validate_config(config: &JsonMap, segments: &JsonMap) -> R<(u64, u64)> {
             let m = m
                 .as_array()
                 .ok_or_else(|| bad("config.requirements.mandatory", "not an array"))?;
-            strings(m, "config.requirements.mandatory")?;
+            let reqs = strings(m, "config.requirements.mandatory")?;
+            if reqs.iter().filter(|r| reencrypt_candidate(r)).count() > 1 {
+                return Err(bad(
+                    "config.requirements.mandatory",
+                    "more than one online reencryption requirement",
+                ));
+            }
         }
     }
     Ok((json_size, keyslots_size))
@@ -525,11 +536,11 @@ fn validate_areas(keyslots: &JsonMap, json_size: u64, keyslots_size: u64) -> R<(
         let k = as_obj(val, "keyslots")?;
         let area =
             get_obj(k, "area").ok_or_else(|| bad("keyslots.area", "missing or not an object"))?;
-        get_str(area, "type")
+        get_nstr(area, "type")
             .ok_or_else(|| bad("keyslots.area.type", "missing or not a string"))?;
-        let off = get_str(area, "offset")
+        let off = get_nstr(area, "offset")
             .ok_or_else(|| bad("keyslots.area.offset", "missing or not a string"))?;
-        let sz = get_str(area, "size")
+        let sz = get_nstr(area, "size")
             .ok_or_else(|| bad("keyslots.area.size", "missing or not a string"))?;
         let off = numbered_u64(off)
             .ok_or_else(|| bad("keyslots.area.offset", format!("illegal value {off:?}")))?;
@@ -571,9 +582,9 @@ fn validate_reencrypt_keyslot(k: &JsonMap) -> R<()> {
     let area = get_obj(k, "area").ok_or_else(|| bad(field, "area missing"))?;
     let area_type = get_str(area, "type").ok_or_else(|| bad(field, "area type missing"))?;
     let key_size = get_int(k, "key_size").ok_or_else(|| bad(field, "key_size missing"))?;
-    let mode = get_str(k, "mode").ok_or_else(|| bad(field, "mode missing or not a string"))?;
+    let mode = get_nstr(k, "mode").ok_or_else(|| bad(field, "mode missing or not a string"))?;
     let direction =
-        get_str(k, "direction").ok_or_else(|| bad(field, "direction missing or not a string"))?;
+        get_nstr(k, "direction").ok_or_else(|| bad(field, "direction missing or not a string"))?;
     if key_size != 1 {
         return Err(bad(field, format!("key_size {key_size} is not 1")));
     }
@@ -584,7 +595,7 @@ fn validate_reencrypt_keyslot(k: &JsonMap) -> R<()> {
         return Err(bad(field, format!("illegal direction {direction:?}")));
     }
     if matches!(area_type, "checksum" | "datashift-checksum") {
-        get_str(area, "hash").ok_or_else(|| bad(field, "checksum hash missing"))?;
+        get_nstr(area, "hash").ok_or_else(|| bad(field, "checksum hash missing"))?;
         let sector = get_int(area, "sector_size")
             .and_then(|v| u32::try_from(v).ok())
             .ok_or_else(|| bad(field, "checksum sector_size missing or invalid"))?;
@@ -596,13 +607,21 @@ fn validate_reencrypt_keyslot(k: &JsonMap) -> R<()> {
         area_type,
         "datashift" | "datashift-checksum" | "datashift-journal"
     ) {
-        let shift = get_str(area, "shift_size").ok_or_else(|| bad(field, "shift_size missing"))?;
+        let shift = get_nstr(area, "shift_size").ok_or_else(|| bad(field, "shift_size missing"))?;
         let shift = parse_u64_field(shift).unwrap_or(0);
         if shift == 0 || !shift.is_multiple_of(512) {
             return Err(bad(field, format!("illegal shift_size {shift}")));
         }
     }
     Ok(())
+}
+
+/// `online-reencrypt` or `online-reencrypt-v<digits>` (cryptsetup's `reencrypt_candidate_flag`).
+fn reencrypt_candidate(req: &str) -> bool {
+    req == "online-reencrypt"
+        || req
+            .strip_prefix("online-reencrypt-v")
+            .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn known_online_reencrypt(req: &str) -> bool {
@@ -620,20 +639,20 @@ fn validate_luks2_keyslot(k: &JsonMap) -> R<()> {
         .as_object()
         .ok_or_else(|| bad("keyslots.kdf", "not an object"))?;
     let ty =
-        get_str(kdf, "type").ok_or_else(|| bad("keyslots.kdf.type", "missing or not a string"))?;
+        get_nstr(kdf, "type").ok_or_else(|| bad("keyslots.kdf.type", "missing or not a string"))?;
     let kdf_ok = match ty {
         "pbkdf2" => {
             kdf.len() == 4
-                && get_str(kdf, "hash").is_some()
+                && get_nstr(kdf, "hash").is_some()
                 && get_int(kdf, "iterations").is_some()
-                && get_str(kdf, "salt").is_some()
+                && get_nstr(kdf, "salt").is_some()
         }
         "argon2i" | "argon2id" => {
             kdf.len() == 5
                 && get_int(kdf, "time").is_some()
                 && get_int(kdf, "memory").is_some()
                 && get_int(kdf, "cpus").is_some()
-                && get_str(kdf, "salt").is_some()
+                && get_nstr(kdf, "salt").is_some()
         }
         _ => true,
     };
@@ -649,7 +668,7 @@ fn validate_luks2_keyslot(k: &JsonMap) -> R<()> {
     if get_str(af, "type") != Some("luks1") {
         return Err(bad("keyslots.af.type", "must be luks1"));
     }
-    if get_str(af, "hash").is_none() || get_int(af, "stripes").is_none() {
+    if get_nstr(af, "hash").is_none() || get_int(af, "stripes").is_none() {
         return Err(bad(
             "keyslots.af",
             "hash or stripes missing or of the wrong type",
@@ -661,10 +680,10 @@ fn validate_luks2_keyslot(k: &JsonMap) -> R<()> {
     if get_str(area, "type") != Some("raw") {
         return Err(bad("keyslots.area.type", "must be raw"));
     }
-    if get_str(area, "encryption").is_none()
+    if get_nstr(area, "encryption").is_none()
         || get_int(area, "key_size").is_none()
-        || get_str(area, "offset").is_none()
-        || get_str(area, "size").is_none()
+        || get_nstr(area, "offset").is_none()
+        || get_nstr(area, "size").is_none()
     {
         return Err(bad(
             "keyslots.area",
@@ -715,7 +734,7 @@ fn validate_keyslot_types(keyslots: &JsonMap, digests: &JsonMap, config: &JsonMa
             "online reencryption requirement without a reencrypt keyslot",
         ));
     }
-    let candidate = mandatory.iter().any(|r| r.starts_with("online-reencrypt"));
+    let candidate = mandatory.iter().any(|r| reencrypt_candidate(r));
     if reencrypt > 0 && !candidate {
         return Err(bad(
             "keyslots",
@@ -840,7 +859,7 @@ pub(super) fn token_from_json(value: &Value) -> R<Token> {
         .as_object()
         .ok_or_else(|| bad("token", "not a JSON object"))?;
     let type_name =
-        get_str(t, "type").ok_or_else(|| bad("token.type", "missing or not a string"))?;
+        get_nstr(t, "type").ok_or_else(|| bad("token.type", "missing or not a string"))?;
     let arr =
         get_arr(t, "keyslots").ok_or_else(|| bad("token.keyslots", "missing or not an array"))?;
     Ok(Token {
