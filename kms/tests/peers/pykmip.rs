@@ -13,7 +13,7 @@ use super::{Proc, free_port, require, wait_for_port};
 
 pub fn binary() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("PYKMIP_SERVER_BIN") {
-        return Some(PathBuf::from(p));
+        return Some(PathBuf::from(p)).filter(|p| p.exists());
     }
     let out = Command::new("sh")
         .args(["-c", "command -v pykmip-server"])
