@@ -169,3 +169,202 @@ fn random_json_mutations_agree_with_cryptsetup() {
         disagreements.join("\n")
     );
 }
+
+/// Paths of every value in `v` (object keys and array indices).
+fn paths(v: &serde_json::Value, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+    out.push(prefix.clone());
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, child) in m {
+                prefix.push(k.clone());
+                paths(child, prefix, out);
+                prefix.pop();
+            }
+        }
+        serde_json::Value::Array(a) => {
+            for (i, child) in a.iter().enumerate() {
+                prefix.push(i.to_string());
+                paths(child, prefix, out);
+                prefix.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+fn at<'a>(v: &'a mut serde_json::Value, path: &[String]) -> &'a mut serde_json::Value {
+    path.iter().fold(v, |v, k| match v {
+        serde_json::Value::Array(a) => &mut a[k.parse::<usize>().unwrap()],
+        other => &mut other[k.as_str()],
+    })
+}
+
+/// One structural change: replace a value, delete an entry, or copy an entry under a new key.
+fn mutate_value(rng: &mut Rng, root: &mut serde_json::Value) {
+    use serde_json::json;
+    let mut all = Vec::new();
+    paths(root, &mut Vec::new(), &mut all);
+    let path = all[1 + rng.below(all.len() - 1)].clone();
+    let replacements = [
+        json!(""),
+        json!("0"),
+        json!("4096"),
+        json!("dynamic"),
+        json!("x"),
+        json!("1"),
+        json!("18446744073709551615"),
+        json!("2097152"),
+        json!("32768"),
+        json!(0),
+        json!(-1),
+        json!(1),
+        json!(4096),
+        json!(4294967296u64),
+        json!(1.5),
+        json!(true),
+        json!(null),
+        json!([]),
+        json!({}),
+        json!(["0"]),
+        json!(["1"]),
+        json!("sha1"),
+        json!("pbkdf2"),
+        json!("argon2id"),
+        json!("luks2"),
+        json!("crypt"),
+        json!("raw"),
+        json!(512),
+    ];
+    match rng.below(3) {
+        0 => *at(root, &path) = replacements[rng.below(replacements.len())].clone(),
+        1 => {
+            let (last, parent) = path.split_last().unwrap();
+            match at(root, parent) {
+                serde_json::Value::Object(m) => {
+                    m.shift_remove(last);
+                }
+                serde_json::Value::Array(a) => {
+                    a.remove(last.parse::<usize>().unwrap());
+                }
+                _ => {}
+            }
+        }
+        _ => {
+            let (last, parent) = path.split_last().unwrap();
+            let value = at(root, &path).clone();
+            if let serde_json::Value::Object(m) = at(root, parent) {
+                let keys = ["1", "2", "31", "32", "01", "7"];
+                let key = keys[rng.below(keys.len())];
+                if key != last {
+                    m.insert(key.to_owned(), value);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn random_structural_mutations_agree_with_cryptsetup() {
+    let Some(cs) = cryptsetup() else { return };
+    let img = Image::format(
+        &cs,
+        4 * 1024 * 1024,
+        &[
+            "--luks2-keyslots-size",
+            "1048576",
+            "--offset",
+            "4096",
+            "--key-size",
+            "256",
+        ],
+    );
+    let key2 = img.dir.path().join("key2");
+    std::fs::write(&key2, b"other").unwrap();
+    let add = [
+        "luksAddKey",
+        "--batch-mode",
+        "--pbkdf",
+        "argon2id",
+        "--pbkdf-force-iterations",
+        "4",
+        "--pbkdf-memory",
+        "32",
+        "--key-file",
+        img.k(),
+        img.p(),
+        key2.to_str().unwrap(),
+    ];
+    assert!(run(&cs, &add).status.success());
+    let tok = img.dir.path().join("t.json");
+    std::fs::write(&tok, r#"{"type":"onmetal-test","keyslots":["1"],"n":[1]}"#).unwrap();
+    let out = run(
+        &cs,
+        &[
+            "token",
+            "import",
+            "--json-file",
+            tok.to_str().unwrap(),
+            img.p(),
+        ],
+    );
+    assert!(out.status.success());
+    let base = img.bytes();
+    let end = base[4096..HDR].iter().position(|&b| b == 0).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&base[4096..4096 + end]).unwrap();
+
+    let seed = std::env::var("MUT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x2545_f491_4f6c_dd1d);
+    let cases: usize = std::env::var("MUT_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    let mut rng = Rng(seed);
+    let (mut total, mut agreed, mut accepted) = (0, 0, 0);
+    let mut disagreements = Vec::new();
+    let file = img.dir.path().join("case.img");
+    for case in 0..cases {
+        let mut v = json.clone();
+        for _ in 0..1 + rng.below(2) {
+            mutate_value(&mut rng, &mut v);
+        }
+        let text = v.to_string();
+        let Some(bytes) = with_json(&base, text.as_bytes()) else {
+            continue;
+        };
+        let ours = header::read(&MemDevice::from_vec(bytes.clone()));
+        if let Ok(h) = &ours {
+            let again = Metadata::parse(&h.metadata.to_json_area().unwrap(), h.hdr_size())
+                .unwrap_or_else(|e| panic!("case {case}: our own output does not parse: {e}"));
+            assert_eq!(
+                again, h.metadata,
+                "case {case}: round trip changed the metadata"
+            );
+            accepted += 1;
+        }
+        std::fs::write(&file, &bytes).unwrap();
+        let theirs = run(&cs, &["luksDump", file.to_str().unwrap()])
+            .status
+            .success();
+        total += 1;
+        if theirs == ours.is_ok() {
+            agreed += 1;
+        } else {
+            disagreements.push(format!(
+                "case {case}: cryptsetup {theirs}, ours {:?}\n  {text}",
+                ours.err().map(|e| e.to_string())
+            ));
+        }
+    }
+    println!("structural mutations: {total}, agreed: {agreed}, accepted by us: {accepted}");
+    assert!(
+        total > cases / 2 && accepted > total / 10 && total - accepted > total / 10,
+        "{total} {accepted}"
+    );
+    assert!(
+        disagreements.is_empty(),
+        "verdicts differ:\n{}",
+        disagreements.join("\n")
+    );
+}
