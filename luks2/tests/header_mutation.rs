@@ -368,3 +368,105 @@ fn random_structural_mutations_agree_with_cryptsetup() {
         disagreements.join("\n")
     );
 }
+
+/// Reseals the copy at `off` (checksum over its binary header and JSON area) if its checksum
+/// algorithm is one we can compute; returns whether it did.
+fn reseal(img: &mut [u8], off: usize, hdr_size: usize) -> bool {
+    let Ok(bin) = binary::BinaryHeader::parse(&img[off..off + 4096]) else {
+        return false;
+    };
+    let Ok(alg) = bin.checksum_algorithm() else {
+        return false;
+    };
+    let mut raw = img[off..off + 4096].to_vec();
+    raw[binary::CSUM_OFFSET..binary::CSUM_OFFSET + binary::CSUM_LEN].fill(0);
+    let sum = binary::compute_checksum(alg, &raw, &img[off + 4096..off + hdr_size]).unwrap();
+    raw[binary::CSUM_OFFSET..binary::CSUM_OFFSET + sum.len()].copy_from_slice(&sum);
+    img[off..off + 4096].copy_from_slice(&raw);
+    true
+}
+
+#[test]
+fn random_binary_header_mutations_agree_with_cryptsetup() {
+    let Some(cs) = cryptsetup() else { return };
+    let img = Image::format(
+        &cs,
+        4 * 1024 * 1024,
+        &[
+            "--luks2-keyslots-size",
+            "1048576",
+            "--offset",
+            "4096",
+            "--key-size",
+            "256",
+            "--label",
+            "L",
+        ],
+    );
+    let base = img.bytes();
+    let seed = std::env::var("MUT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x1234_5678_9abc_def1);
+    let cases: usize = std::env::var("MUT_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    let mut rng = Rng(seed);
+    // Field starts (and a few inside fields) of the binary header.
+    let spots = [
+        0usize, 5, 6, 7, 8, 14, 15, 16, 23, 24, 71, 72, 75, 78, 103, 104, 167, 168, 200, 207, 208,
+        255, 256, 262, 263, 264, 447, 500, 4095,
+    ];
+    let values = [
+        0u8, 1, 0x10, 0x20, 0x40, 0x7f, 0x80, 0xff, b'S', b'L', b'0', b'a',
+    ];
+    let (mut total, mut agreed, mut accepted) = (0, 0, 0);
+    let mut disagreements = Vec::new();
+    let file = img.dir.path().join("case.img");
+    for case in 0..cases {
+        let mut bytes = base.clone();
+        let which = rng.below(3); // 0: primary, 1: secondary, 2: both
+        for _ in 0..1 + rng.below(2) {
+            let pos = spots[rng.below(spots.len())];
+            let val = values[rng.below(values.len())];
+            if which != 1 {
+                bytes[pos] = val;
+            }
+            if which != 0 {
+                bytes[HDR + pos] = val;
+            }
+        }
+        if rng.below(4) != 0 {
+            reseal(&mut bytes, 0, HDR);
+            reseal(&mut bytes, HDR, HDR);
+        }
+        let ours = header::read(&MemDevice::from_vec(bytes.clone()));
+        accepted += usize::from(ours.is_ok());
+        std::fs::write(&file, &bytes).unwrap();
+        let theirs = run(&cs, &["luksDump", file.to_str().unwrap()])
+            .status
+            .success();
+        total += 1;
+        if theirs == ours.is_ok() {
+            agreed += 1;
+        } else {
+            disagreements.push(format!(
+                "case {case}: cryptsetup {theirs}, ours {:?}; primary {:02x?}, secondary {:02x?}",
+                ours.err().map(|e| e.to_string()),
+                &bytes[..264],
+                &bytes[HDR..HDR + 264]
+            ));
+        }
+    }
+    println!("binary mutations: {total}, agreed: {agreed}, accepted by us: {accepted}");
+    assert!(
+        accepted > total / 10 && total - accepted > total / 10,
+        "{total} {accepted}"
+    );
+    assert!(
+        disagreements.is_empty(),
+        "verdicts differ:\n{}",
+        disagreements.join("\n")
+    );
+}

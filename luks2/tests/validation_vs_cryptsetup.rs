@@ -161,6 +161,18 @@ fn cases() -> Vec<(&'static str, Mutation)> {
         case("bin: secondary magic in primary slot", |c| {
             c.primary.magic = binary::MAGIC_SECONDARY
         }),
+        case("bin: primary version 0, secondary intact", |c| {
+            c.primary.version = 0
+        }),
+        case("bin: primary version 1, secondary intact", |c| {
+            c.primary.version = 1
+        }),
+        case("bin: primary version 3, secondary intact", |c| {
+            c.primary.version = 3
+        }),
+        case("bin: secondary version 3, primary intact", |c| {
+            c.secondary.version = 3
+        }),
         case("bin: version 1", |c| set_both(c, |b| b.version = 1)),
         case("bin: version 3", |c| set_both(c, |b| b.version = 3)),
         case("bin: hdr_size 0", |c| set_both(c, |b| b.hdr_size = 0)),

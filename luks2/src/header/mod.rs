@@ -1,7 +1,9 @@
 //! The LUKS2 header on a device: reading both copies, choosing one, writing crash-safely.
 //!
 //! Layout: primary binary header + JSON area at 0, the secondary copy at `hdr_size`, the
-//! keyslots area from `2 * hdr_size`. Reading follows cryptsetup's `LUKS2_disk_hdr_read`: the
+//! keyslots area from `2 * hdr_size`. A primary magic with a version other than 2 (or 0, a
+//! damaged header) means another format and is refused outright, as cryptsetup's loader does.
+//! Reading then follows cryptsetup's `LUKS2_disk_hdr_read`: the
 //! primary at 0, the secondary at the primary's `hdr_size` (or, when the primary is unusable, at
 //! the first of the nine allowed offsets that holds a secondary header), the higher `seqid` wins.
 //! Unlike cryptsetup, reading never writes: [`ReadReport`] says which copy is bad or stale and
@@ -155,7 +157,30 @@ struct Loaded {
     bin: BinaryHeader,
 }
 
+/// What cryptsetup decides from the first 8 bytes before reading any LUKS2 header: a primary
+/// magic with a version other than 2 is another format (1 is LUKS1) or an unsupported version,
+/// and the device is refused without looking for a secondary header. Version 0 (or no magic)
+/// counts as a damaged LUKS2 primary.
+fn check_primary_version<D: Device + ?Sized>(dev: &D) -> Result<()> {
+    let mut head = [0u8; 8];
+    if dev.read_exact_at(0, &mut head).is_err() {
+        return Ok(());
+    }
+    let mut r = binary::Reader::new(&head);
+    let magic: [u8; 6] = r.array("magic")?;
+    let version = r.u16("version")?;
+    if magic == binary::MAGIC_PRIMARY && version != 0 && version != 2 {
+        return Err(if version == 1 {
+            Error::NotLuks2
+        } else {
+            Error::header("version", format!("unsupported LUKS version {version}"))
+        });
+    }
+    Ok(())
+}
+
 fn load<D: Device + ?Sized>(dev: &D) -> Result<Loaded> {
+    check_primary_version(dev)?;
     let primary = load_copy(dev, Copy::Primary, 0);
     let (secondary, secondary_offset) = match &primary {
         Slot::Ok(raw, _) | Slot::BadJson(raw, _) => {

@@ -268,3 +268,16 @@ fn new_header_checks_its_inputs() {
     assert_ne!(a.uuid(), b.uuid());
     assert_eq!(a.uuid().len(), 36);
 }
+
+#[test]
+fn primary_version_decides_the_format_before_the_secondary_is_tried() {
+    for (version, readable) in [(0u16, true), (1, false), (3, false), (0x3000, false)] {
+        let (mut dev, h) = formatted(16384);
+        dev.as_mut_slice()[6..8].copy_from_slice(&version.to_be_bytes());
+        let r = read(&dev);
+        assert_eq!(r.is_ok(), readable, "version {version}: {r:?}");
+        if readable {
+            assert_eq!(r.unwrap().metadata, h.metadata);
+        }
+    }
+}
