@@ -693,6 +693,12 @@ impl Metadata {
     /// The JSON area: compact JSON padded with NULs to `config.json_size` bytes. Fails if the JSON
     /// does not fit with at least one NUL after it.
     pub fn to_json_area(&self) -> Result<Vec<u8>> {
+        if !HDR_SIZES.contains(&self.config.json_size.saturating_add(BIN_HEADER_SIZE)) {
+            return Err(Error::InvalidArgument(format!(
+                "json_size {} is not one of the allowed JSON area sizes",
+                self.config.json_size
+            )));
+        }
         let text = self.to_json();
         let len = usize::try_from(self.config.json_size)
             .map_err(|_| Error::InvalidArgument("json_size too large".into()))?;

@@ -319,3 +319,12 @@ fn deep_nesting_is_rejected() {
     v["tokens"]["0"]["deep"] = deep;
     assert!(check(v).is_err());
 }
+
+#[test]
+fn json_area_size_is_checked_before_allocating() {
+    let mut m = check(sample()).unwrap();
+    m.config.json_size = 1 << 40;
+    assert!(matches!(m.to_json_area(), Err(Error::InvalidArgument(_))));
+    m.config.json_size = 12288 + 1;
+    assert!(m.to_json_area().is_err());
+}
