@@ -166,6 +166,11 @@ fn read_secret_dir(dir: &Path) -> Result<HashMap<String, String>, Failure> {
 }
 
 fn client(t: &Target) -> Result<Kms, Failure> {
+    Ok(client_and_cert(t)?.0)
+}
+
+/// The client and, for KMIP, the client certificate's subject and validity.
+fn client_and_cert(t: &Target) -> Result<(Kms, Option<kms::CertInfo>), Failure> {
     let kind: KmsType = t.kind.parse()?;
     let mut secrets = read_secret_dir(&t.secret_dir)?;
     let request = Duration::from_secs(t.timeout.max(1));
@@ -184,7 +189,8 @@ fn client(t: &Target) -> Result<Kms, Failure> {
     for v in secrets.values_mut() {
         zeroize::Zeroize::zeroize(v);
     }
-    Ok(Kms::new(&config?.with_timeouts(timeouts))?)
+    let config = config?.with_timeouts(timeouts);
+    Ok((Kms::new(&config)?, config.client_certificate().cloned()))
 }
 
 fn read_stdin(limit: usize, what: &str) -> Result<Zeroizing<Vec<u8>>, Failure> {
@@ -234,15 +240,32 @@ async fn execute(cmd: KmsCommand) -> Result<(), Failure> {
             write_stdout(dek.expose())
         }
         KmsCommand::Check { target } => {
-            let kms = client(&target)?;
+            let (kms, cert) = client_and_cert(&target)?;
             let rtt = kms.check().await?;
-            write_stdout(
-                format!(
-                    "ok: wrap+unwrap round trip {:.1} ms\n",
-                    rtt.as_secs_f64() * 1000.0
-                )
-                .as_bytes(),
-            )
+            let mut out = format!(
+                "ok: wrap+unwrap round trip {:.1} ms\n",
+                rtt.as_secs_f64() * 1000.0
+            );
+            if let Kms::Transit(t) = &kms {
+                // Informational: a token may lack lookup-self without being unusable.
+                match t.token_info().await {
+                    Ok(info) => out.push_str(&format!(
+                        "token: policies {:?}, expires {}, renewable {}{}\n",
+                        info.policies,
+                        info.expire_time.as_deref().unwrap_or("never"),
+                        info.renewable,
+                        info.period
+                            .map_or_else(String::new, |p| format!(", period {} s", p.as_secs()))
+                    )),
+                    Err(e) => {
+                        out.push_str(&format!("token: lookup-self failed: {}\n", e.message()))
+                    }
+                }
+            }
+            if let Some(cert) = cert {
+                out.push_str(&format!("client certificate: {cert}\n"));
+            }
+            write_stdout(out.as_bytes())
         }
         KmsCommand::Rewrap { target } => {
             let kms = client(&target)?;

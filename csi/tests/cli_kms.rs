@@ -101,9 +101,14 @@ fn wrap_unwrap_check_and_errors_over_https() {
     );
     let line = String::from_utf8(check.stdout).unwrap();
     assert!(
-        line.starts_with("ok: wrap+unwrap round trip ") && line.ends_with(" ms\n"),
+        line.starts_with("ok: wrap+unwrap round trip ") && line.contains(" ms\n"),
         "{line}"
     );
+    assert!(
+        line.contains("token: policies [\"default\", \"pvc-enc\"], expires 20"),
+        "{line}"
+    );
+    assert!(line.contains("renewable true, period 86400 s"), "{line}");
     eprintln!("cli check: {line}");
 
     // Wrong volume: integrity, exit 65, one line.

@@ -160,6 +160,21 @@ pub fn parse_response(op: Operation, status: u16, body: &[u8]) -> Result<Respons
     }
 }
 
+/// The token's state as the server reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenInfo {
+    /// Policies attached to the token.
+    pub policies: Vec<String>,
+    /// RFC 3339 expiry, `None` for tokens that never expire.
+    pub expire_time: Option<String>,
+    /// Remaining time to live (zero for tokens that never expire).
+    pub ttl: Duration,
+    /// Whether `bao token renew` can extend it.
+    pub renewable: bool,
+    /// The period of a periodic token.
+    pub period: Option<Duration>,
+}
+
 /// A Transit client. Cheap to share: the HTTP connection pool is reused across calls.
 pub struct TransitClient {
     http: reqwest::Client,
@@ -341,9 +356,9 @@ impl TransitClient {
         }
     }
 
-    /// Tells a dead token from a policy problem with `auth/token/lookup-self`.
-    async fn explain_denied(&self, op: Operation, e: Error) -> Error {
-        let path = format!("transit/{}/{}", op.path(), self.key);
+    /// What the server says about the token (`GET auth/token/lookup-self`, allowed by OpenBao's
+    /// default policy). The driver never renews tokens; operators can watch the expiry here.
+    pub async fn token_info(&self) -> Result<TokenInfo> {
         #[derive(Deserialize)]
         struct Lookup {
             data: LookupData,
@@ -354,24 +369,56 @@ impl TransitClient {
             policies: Vec<String>,
             #[serde(default)]
             expire_time: Option<String>,
+            #[serde(default)]
+            ttl: u64,
+            #[serde(default)]
+            renewable: bool,
+            #[serde(default)]
+            period: Option<u64>,
         }
-        match self.send("auth/token/lookup-self", None).await {
-            Ok((200, body)) => match serde_json::from_slice::<Lookup>(&body) {
-                Ok(l) => Error::denied(format!(
-                    "the token (policies {:?}, expires {}) is not allowed to update {path} at {}: grant \"update\" on that path",
-                    l.data.policies,
-                    l.data.expire_time.as_deref().unwrap_or("never"),
-                    self.endpoint
-                )),
-                Err(_) => {
-                    Error::denied(format!("permission denied for {path} at {}", self.endpoint))
-                }
-            },
-            Ok((401 | 403, _)) => Error::denied(format!(
+        let (status, body) = self.send("auth/token/lookup-self", None).await?;
+        match status {
+            200 => {
+                let l: Lookup = serde_json::from_slice(&body).map_err(|_| {
+                    Error::unavailable(format!(
+                        "{}: malformed auth/token/lookup-self answer",
+                        self.endpoint
+                    ))
+                })?;
+                Ok(TokenInfo {
+                    policies: l.data.policies,
+                    expire_time: l.data.expire_time,
+                    ttl: Duration::from_secs(l.data.ttl),
+                    renewable: l.data.renewable,
+                    period: l.data.period.filter(|p| *p > 0).map(Duration::from_secs),
+                })
+            }
+            401 | 403 => Err(Error::denied(format!(
+                "the token is invalid, expired or revoked ({} refused auth/token/lookup-self): store a valid token in the Secret",
+                self.endpoint
+            ))),
+            s => Err(Error::unavailable(format!(
+                "{}: auth/token/lookup-self answered HTTP {s}",
+                self.endpoint
+            ))),
+        }
+    }
+
+    /// Tells a dead token from a policy problem with `auth/token/lookup-self`.
+    async fn explain_denied(&self, op: Operation, e: Error) -> Error {
+        let path = format!("transit/{}/{}", op.path(), self.key);
+        match self.token_info().await {
+            Ok(t) => Error::denied(format!(
+                "the token (policies {:?}, expires {}) is not allowed to update {path} at {}: grant \"update\" on that path",
+                t.policies,
+                t.expire_time.as_deref().unwrap_or("never"),
+                self.endpoint
+            )),
+            Err(dead) if dead.kind() == ErrorKind::Denied => Error::denied(format!(
                 "the token is invalid, expired or revoked ({} refused {path} and auth/token/lookup-self): store a valid token in the Secret",
                 self.endpoint
             )),
-            _ => Error::denied(format!("{path} at {}: {}", self.endpoint, e.message())),
+            Err(_) => Error::denied(format!("{path} at {}: {}", self.endpoint, e.message())),
         }
     }
 
