@@ -71,8 +71,9 @@ struct Data<'a> {
     ciphertext: Option<String>,
     #[serde(default)]
     key_version: Option<u64>,
+    /// Borrowed from the body when it has no escapes (the usual case), so no extra copy.
     #[serde(borrow, default)]
-    plaintext: Option<&'a str>,
+    plaintext: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// Classifies and parses a Transit HTTP response. Pure: no I/O, bounded by the body length.
@@ -152,8 +153,9 @@ pub fn parse_response(op: Operation, status: u16, body: &[u8]) -> Result<Respons
             let p = data
                 .plaintext
                 .ok_or_else(|| Error::unavailable("response has no data.plaintext"))?;
+            let p = Zeroizing::new(p.into_owned());
             let mut out = Zeroizing::new(Vec::with_capacity(p.len()));
-            B64.decode_vec(p, &mut out)
+            B64.decode_vec(p.as_bytes(), &mut out)
                 .map_err(|_| Error::unavailable("response plaintext is not base64"))?;
             Ok(Response::Plaintext(out))
         }
@@ -631,6 +633,17 @@ mod tests {
             panic!("not plaintext")
         };
         assert_eq!(&p[..], &[0, 1, 2]);
+        // JSON escapes (e.g. "\/") are legal and must not break the parse.
+        let r = parse_response(
+            Operation::Decrypt,
+            200,
+            br#"{"data":{"plaintext":"\/\/8="}}"#,
+        )
+        .unwrap();
+        let Response::Plaintext(p) = r else {
+            panic!("not plaintext")
+        };
+        assert_eq!(&p[..], &[0xff, 0xff]);
         let err = parse_response(
             Operation::Encrypt,
             200,
