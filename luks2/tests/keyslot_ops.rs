@@ -297,3 +297,40 @@ fn repair_rewrites_a_damaged_copy() {
         ErrorKind::Busy
     );
 }
+
+#[test]
+fn truncated_or_damaged_keyslot_areas_fail_cleanly() {
+    let d = formatted();
+    let full = d.into_inner().into_vec();
+    // Cut the device inside the keyslot area: refused as a wrong device (as cryptsetup does).
+    let cut = MemDevice::from_vec(full[..64 * 1024].to_vec());
+    assert_eq!(
+        Luks2Device::open(cut).unwrap_err().kind(),
+        ErrorKind::WrongDevice
+    );
+    // Flip a bit of the encrypted key material: the digest no longer matches.
+    let mut damaged = full.clone();
+    damaged[32768 + 1000] ^= 1;
+    let d = Luks2Device::open(MemDevice::from_vec(damaged)).unwrap();
+    assert_eq!(
+        d.unlock(&pw("one"), None).unwrap_err().kind(),
+        ErrorKind::BadPassphrase
+    );
+    // An unsupported area cipher or AF hash in the metadata is reported, not a panic.
+    let d = Luks2Device::open(MemDevice::from_vec(full)).unwrap();
+    for (cipher, hash) in [
+        ("serpent-xts-plain64", "sha256"),
+        ("aes-xts-plain64", "whirlpool"),
+    ] {
+        let mut md = d.header().metadata.clone();
+        if let Some(luks2::metadata::Keyslot::Luks2(k)) = md.keyslots.get_mut(&KeyslotId::new(0)) {
+            k.area.encryption = cipher.into();
+            k.af.hash = hash.into();
+        }
+        let e =
+            luks2::keyslot::unlock(d.device(), &md, b"one", Some(KeyslotId::new(0))).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsupported, "{cipher} {hash}");
+        let e = luks2::keyslot::unlock(d.device(), &md, b"one", None).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsupported, "{cipher} {hash}");
+    }
+}
