@@ -9,7 +9,7 @@
 //! Unlike cryptsetup, reading never writes: [`ReadReport`] says which copy is bad or stale and
 //! [`repair`] rewrites it.
 //!
-//! Writing ([`write`]) takes the device lock, checks that the on-disk header did not change since
+//! Writing ([`write()`]) takes the device lock, checks that the on-disk header did not change since
 //! it was read, bumps `seqid`, then for the primary and then the secondary copy: binary header
 //! with a zero checksum, JSON area, binary header with the checksum, fsync. A crash at any point
 //! leaves at least one valid copy holding either the old or the new metadata.
@@ -30,7 +30,7 @@ pub struct Header {
     subsystem: String,
     uuid: String,
     checksum_alg: ChecksumAlg,
-    /// The JSON metadata. Modify it, then [`write`] the header.
+    /// The JSON metadata. Modify it, then [`write()`] the header.
     pub metadata: Metadata,
 }
 
@@ -459,7 +459,7 @@ pub fn write<D: Device + ?Sized>(dev: &mut D, header: &mut Header) -> Result<()>
     with_exclusive_lock(dev, |dev| write_locked(dev, header))
 }
 
-/// [`write`] for a caller that already holds the device lock (e.g. across a keyslot-area write
+/// [`write()`] for a caller that already holds the device lock (e.g. across a keyslot-area write
 /// and the header update).
 pub fn write_locked<D: Device + ?Sized>(dev: &mut D, header: &mut Header) -> Result<()> {
     let area = prepare(header)?;
