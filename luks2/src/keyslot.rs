@@ -344,9 +344,12 @@ fn prepare(
 
 /// The digest `vk` belongs to (one covering the default segment, else any that verifies).
 fn digest_for_key(md: &Metadata, vk: &VolumeKey) -> Result<DigestId> {
-    let mut ids: Vec<DigestId> = md.digests.keys().copied().collect();
-    ids.sort_by_key(|id| !md.digests[id].segments.contains(&DEFAULT_SEGMENT));
-    for id in ids {
+    // Digests of the default segment first, then the others (unbound keys), each in order.
+    let (bound, unbound): (Vec<_>, Vec<_>) = md
+        .digests
+        .iter()
+        .partition(|(_, d)| d.segments.contains(&DEFAULT_SEGMENT));
+    for id in bound.into_iter().chain(unbound).map(|(id, _)| *id) {
         if verify_digest(md, id, vk.as_bytes()).unwrap_or(false) {
             return Ok(id);
         }
