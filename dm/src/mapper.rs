@@ -290,8 +290,12 @@ impl DeviceMapper {
             };
             let status = match self.status(&name) {
                 Ok(Some(s)) => s,
-                // Gone meanwhile, or not a crypt mapping.
-                Ok(None) | Err(Error::NotFound(_) | Error::NotCrypt { .. }) => continue,
+                // Gone meanwhile, not a crypt mapping, or a crypt table we do not understand
+                // (then it is not one of ours either).
+                Ok(None)
+                | Err(Error::NotFound(_) | Error::NotCrypt { .. } | Error::Unexpected(_)) => {
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
             let luks2 = status
