@@ -11,8 +11,16 @@
 //!   [`DeviceMapper::status`] and [`DeviceMapper::list`] inspect.
 //! - `/dev/mapper/<name>` exists when activation returns, with or without udev.
 //!
-//! The table builder is in `table`, keyring handling in `keyring`, and the only `unsafe` code
-//! (raw `add_key`/`keyctl`/`mknod` calls) in `sys`.
+//! The table builder is in `table`, keyring handling in `keyring`, the conversion from a parsed
+//! LUKS2 header in `luks2_volume` ([`CryptVolume::from_luks2`]), and the only `unsafe` code (raw
+//! `add_key`/`keyctl`/`mknod` calls) in `sys`. The `luks2` command's `open/close/resize/status`
+//! verbs are in `src/bin/luks2/mapping.rs`.
+//!
+//! Tests: the unit tests run anywhere. The privileged tests (`tests/vm_*.rs`: compatibility with
+//! cryptsetup, filesystems, resize, busy close, read-only, discards, udev, throughput) need root
+//! and a kernel with device-mapper; `scripts/vm-test` runs them in a qemu VM with Debian's
+//! kernel, and they also run as root on a Linux host. Elsewhere they skip, except under the
+//! VM rig (`ONMETAL_VM_TEST=1`), where a missing prerequisite is a failure.
 
 mod device;
 mod error;
