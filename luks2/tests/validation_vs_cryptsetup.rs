@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Image, cryptsetup, run, run_ok};
+use common::{Image, cryptsetup, projection, run, run_ok};
 use luks2::header::{self, binary};
 use luks2::io::MemDevice;
 use serde_json::{Value, json};
@@ -1453,14 +1453,26 @@ fn luks_dump_ok(cs: &std::path::Path, dir: &std::path::Path, bytes: &[u8]) -> (b
     )
 }
 
-/// Builds every case on `base`, judges it by both implementations, and checks our writer on the
-/// headers both accept: rewriting them must give an image both still accept, with equal metadata.
+/// What the checks beyond the verdicts found.
+#[derive(Default)]
+struct Stats {
+    /// Accepted headers we rewrote (and cryptsetup still accepted).
+    rewritten: usize,
+    /// Accepted headers whose parsed metadata we compared with cryptsetup's.
+    compared: usize,
+    /// Differences between our parse and cryptsetup's.
+    mismatches: Vec<String>,
+}
+
+/// Builds every case on `base` and judges it by both implementations. On the headers both
+/// accept it also compares what was parsed (cryptsetup's `--dump-json-metadata`) and checks our
+/// writer: rewriting must give an image both still accept, with equal metadata.
 fn judge(
     cs: &std::path::Path,
     dir: &std::path::Path,
     base: &[u8],
     cases: Vec<(&'static str, Mutation)>,
-    rewritten: &mut usize,
+    stats: &mut Stats,
 ) -> Vec<Verdict> {
     let template = template_of(base);
     let mut out = Vec::new();
@@ -1470,6 +1482,24 @@ fn judge(
         let bytes = build(base, &c);
         let ours = header::read(&MemDevice::from_vec(bytes.clone()));
         let (theirs, stderr) = luks_dump_ok(cs, dir, &bytes);
+        if let (true, Ok(h)) = (theirs, &ours) {
+            let file = dir.join("case.img");
+            let dump = run(
+                cs,
+                &["luksDump", "--dump-json-metadata", file.to_str().unwrap()],
+            );
+            // json-c prints some values no strict parser reads (NaN, "1.", raw invalid UTF-8):
+            // those cases are judged by verdict only.
+            if let Ok(theirs_json) = serde_json::from_slice::<Value>(&dump.stdout) {
+                stats.compared += 1;
+                let (a, b) = (projection(&theirs_json), projection(&h.metadata.to_value()));
+                if a != b {
+                    stats
+                        .mismatches
+                        .push(format!("{name}:\n  cryptsetup {a}\n  ours       {b}"));
+                }
+            }
+        }
         if let (true, Ok(h)) = (theirs, &ours)
             && !h.metadata.is_read_only()
             && h.seqid() != u64::MAX
@@ -1499,7 +1529,7 @@ fn judge(
             );
             let (ok, err) = luks_dump_ok(cs, dir, dev.as_slice());
             assert!(ok, "{name}: cryptsetup rejects our rewrite: {err}");
-            *rewritten += 1;
+            stats.rewritten += 1;
         }
         out.push(Verdict {
             name,
@@ -1574,15 +1604,16 @@ fn validation_agrees_with_cryptsetup() {
         ],
     );
 
-    let mut rewritten = 0;
-    let mut results = judge(&cs, img.dir.path(), &img.bytes(), cases(), &mut rewritten);
+    let mut stats = Stats::default();
+    let mut results = judge(&cs, img.dir.path(), &img.bytes(), cases(), &mut stats);
     results.extend(judge(
         &cs,
         img.dir.path(),
         &re.bytes(),
         reencrypt_cases(),
-        &mut rewritten,
+        &mut stats,
     ));
+    let rewritten = stats.rewritten;
 
     let total = results.len();
     let mut agreed = 0;
@@ -1638,6 +1669,16 @@ fn validation_agrees_with_cryptsetup() {
     );
     assert!(total >= 60, "only {total} cases");
     assert!(rewritten > 30, "only {rewritten} headers rewritten");
+    println!(
+        "parsed metadata compared with cryptsetup's: {}",
+        stats.compared
+    );
+    assert!(stats.compared > 60, "only {} compared", stats.compared);
+    assert!(
+        stats.mismatches.is_empty(),
+        "parsed metadata differs:\n{}",
+        stats.mismatches.join("\n")
+    );
     assert!(
         disagreements.is_empty(),
         "verdicts differ:\n{}",
