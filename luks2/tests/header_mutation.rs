@@ -1,6 +1,8 @@
-//! Random mutations of a real header's JSON text (checksums recomputed, both copies identical),
-//! judged by our reader and by `cryptsetup luksDump`: the verdicts must match, our reader must
-//! never panic, and whatever we accept must survive parse -> serialize -> parse unchanged.
+//! Random mutations of a real header -- its JSON text, its JSON structure, its binary header
+//! fields (checksums recomputed unless the case says otherwise) -- judged by our reader and by
+//! `cryptsetup luksDump`: the verdicts must match, what both accept must parse to the same
+//! metadata (cryptsetup's `--dump-json-metadata`), our reader must never panic, and whatever we
+//! accept must survive parse -> serialize -> parse unchanged.
 //! The generator is a fixed-seed xorshift; the base image is made fresh (new salts), so failures
 //! print the mutated header itself.
 //! `MUT_SEED=<u64> MUT_CASES=<n>` run a different or longer sequence (for hunting, not CI).
