@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::record::WrappedKey;
 use crate::secret::Token;
 use crate::tls::{CertInfo, ClientIdentity, TrustAnchors};
 
@@ -398,6 +399,19 @@ impl KmsConfig {
             credentials,
             timeouts: Timeouts::default(),
         })
+    }
+
+    /// The configuration to unwrap `record` with: its own KMS type, endpoint, key id and
+    /// namespace (fixed when the volume was created), with the current credentials. Use this,
+    /// not the StorageClass parameters, for existing volumes.
+    pub fn for_record(record: &WrappedKey, secrets: &HashMap<String, String>) -> Result<Self> {
+        Self::new(
+            record.kms_type(),
+            record.endpoint(),
+            record.key_id(),
+            record.namespace(),
+            secrets,
+        )
     }
 
     /// Replaces the default time limits.

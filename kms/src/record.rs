@@ -8,6 +8,7 @@
 //! | `kmsType`     | string  | `transit` or `kmip` |
 //! | `endpoint`    | string  | the endpoint the key was wrapped at (`https://10.0.0.5:8200`, `10.0.0.6:5696`) |
 //! | `keyId`       | string  | Transit key name or KMIP Unique Identifier of the KEK |
+//! | `namespace`   | string? | Transit only: OpenBao/Vault namespace (absent when none) |
 //! | `keyVersion`  | number? | Transit KEK version that wrapped the key (absent for KMIP) |
 //! | `mode`        | string  | how the DEK is wrapped and bound to the volume, see [`WrapMode`] |
 //! | `kmipVersion` | string? | KMIP protocol version used, e.g. `1.4` (KMIP only) |
@@ -69,6 +70,8 @@ struct Raw {
     endpoint: String,
     key_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     key_version: Option<u64>,
     mode: WrapMode,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -89,6 +92,7 @@ pub struct WrappedKey {
     pub(crate) kms_type: KmsType,
     pub(crate) endpoint: String,
     pub(crate) key_id: String,
+    pub(crate) namespace: Option<String>,
     pub(crate) key_version: Option<u64>,
     pub(crate) mode: WrapMode,
     pub(crate) kmip_version: Option<(i32, i32)>,
@@ -107,6 +111,7 @@ impl WrappedKey {
             kms_type: self.kms_type,
             endpoint: self.endpoint.clone(),
             key_id: self.key_id.clone(),
+            namespace: self.namespace.clone(),
             key_version: self.key_version,
             mode: self.mode,
             kmip_version: self.kmip_version.map(|(a, b)| format!("{a}.{b}")),
@@ -174,6 +179,9 @@ impl WrappedKey {
                         "keyVersion does not match the ciphertext's version prefix",
                     ));
                 }
+                if raw.namespace.as_deref() == Some("") {
+                    return Err(bad("namespace must not be empty when present"));
+                }
                 if iv.is_some() || tag.is_some() || kmip_version.is_some() {
                     return Err(bad("iv, tag and kmipVersion are for kmip only"));
                 }
@@ -202,8 +210,8 @@ impl WrappedKey {
                 if kmip_version.is_none() {
                     return Err(bad("kmipVersion is missing"));
                 }
-                if raw.key_version.is_some() {
-                    return Err(bad("keyVersion is for transit only"));
+                if raw.key_version.is_some() || raw.namespace.is_some() {
+                    return Err(bad("keyVersion and namespace are for transit only"));
                 }
             }
         }
@@ -214,6 +222,7 @@ impl WrappedKey {
             kms_type: raw.kms_type,
             endpoint: raw.endpoint,
             key_id: raw.key_id,
+            namespace: raw.namespace,
             key_version: raw.key_version,
             mode: raw.mode,
             kmip_version,
@@ -236,6 +245,10 @@ impl WrappedKey {
     /// Transit key name or KMIP Unique Identifier.
     pub fn key_id(&self) -> &str {
         &self.key_id
+    }
+    /// The OpenBao/Vault namespace the Transit key lives in, if any.
+    pub fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
     }
     /// Transit key version (None for KMIP).
     pub fn key_version(&self) -> Option<u64> {
@@ -283,6 +296,7 @@ mod tests {
             kms_type: KmsType::Transit,
             endpoint: "http://10.0.0.1:8200".into(),
             key_id: "pvc-kek".into(),
+            namespace: None,
             key_version: Some(2),
             mode: WrapMode::TransitFramed,
             kmip_version: None,
@@ -299,6 +313,7 @@ mod tests {
             kms_type: KmsType::Kmip,
             endpoint: "10.0.0.1:5696".into(),
             key_id: "7".into(),
+            namespace: None,
             key_version: None,
             mode: WrapMode::KmipAesGcm,
             kmip_version: Some((1, 4)),
@@ -312,7 +327,10 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        for r in [transit(), kmip()] {
+        let mut ns = transit();
+        ns.namespace = Some("team-a".into());
+        assert!(ns.to_json().contains("\"namespace\":\"team-a\""));
+        for r in [transit(), kmip(), ns] {
             let json = r.to_json();
             assert_eq!(WrappedKey::from_json(json.as_bytes()).unwrap(), r);
         }

@@ -182,6 +182,7 @@ pub struct TransitClient {
     http: reqwest::Client,
     endpoint: String,
     key: String,
+    namespace: Option<String>,
     token: Token,
     headers: HeaderMap,
     request_timeout: Duration,
@@ -236,6 +237,7 @@ impl TransitClient {
             http,
             endpoint: config.endpoint().to_string(),
             key: config.key_id().to_owned(),
+            namespace: config.namespace().map(str::to_owned),
             token: token.clone(),
             headers,
             request_timeout: t.request,
@@ -460,6 +462,7 @@ impl TransitClient {
             kms_type: KmsType::Transit,
             endpoint: self.endpoint.clone(),
             key_id: self.key.clone(),
+            namespace: self.namespace.clone(),
             key_version: Some(key_version),
             mode,
             kmip_version: None,
@@ -536,6 +539,12 @@ impl TransitClient {
             return Err(Error::config(format!(
                 "the wrapped key was made with transit key {:?}, the configuration names {:?}",
                 key.key_id, self.key
+            )));
+        }
+        if key.namespace != self.namespace {
+            return Err(Error::config(format!(
+                "the wrapped key was made in namespace {:?}, the configuration names {:?}",
+                key.namespace, self.namespace
             )));
         }
         if key.endpoint != self.endpoint {

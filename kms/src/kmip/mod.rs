@@ -501,6 +501,7 @@ impl KmipClient {
             kms_type: KmsType::Kmip,
             endpoint: self.endpoint.clone(),
             key_id: self.key_id.clone(),
+            namespace: None,
             key_version: None,
             mode,
             kmip_version: Some(version),

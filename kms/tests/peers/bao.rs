@@ -45,20 +45,18 @@ impl Bao {
                     &format!("-dev-tls-cert-dir={}", dir.path().display()),
                 ]);
             }
-            let child = cmd
-                .env("HOME", dir.path())
+            cmd.env("HOME", dir.path())
                 .env_remove("VAULT_ADDR")
                 .env_remove("BAO_ADDR")
                 .stdin(Stdio::null())
                 .stdout(std::fs::File::create(&log).unwrap())
                 .stderr(Stdio::from(
                     std::fs::File::options().append(true).open(&log).unwrap(),
-                ))
-                .spawn()
-                .unwrap();
+                ));
+            let proc = super::spawn(&mut cmd, log);
             let scheme = if tls { "https" } else { "http" };
             let bao = Bao {
-                proc: Proc { child, log },
+                proc,
                 url: format!("{scheme}://127.0.0.1:{port}"),
                 port,
                 ca_file: tls.then(|| dir.path().join("vault-ca.pem")),

@@ -60,24 +60,40 @@ pub fn python_site_file(module: &str, rel: &str) -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
-/// A child process killed (and reaped) on drop.
+/// A server process in its own process group (PyKMIP forks a policy-monitor process), the
+/// whole group killed and the child reaped on drop.
 pub struct Proc {
     pub child: Child,
     pub log: PathBuf,
+}
+
+/// Spawns `cmd` as the leader of a new process group.
+pub fn spawn(cmd: &mut Command, log: PathBuf) -> Proc {
+    use std::os::unix::process::CommandExt;
+    let child = cmd.process_group(0).spawn().unwrap();
+    Proc { child, log }
 }
 
 impl Proc {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
-    /// Freezes the process (SIGSTOP): the port stays open, nothing answers.
-    pub fn freeze(&self) {
-        Command::new("kill")
-            .args(["-STOP", &self.pid().to_string()])
+    fn signal_group(&self, sig: &str) {
+        let st = Command::new("kill")
+            .args([sig, "--", &format!("-{}", self.pid())])
+            .stderr(Stdio::null())
             .status()
             .unwrap();
+        assert!(st.success() || sig == "-KILL", "kill {sig} failed");
+    }
+    /// Freezes the server (SIGSTOP to its group): the port stays open, nothing answers.
+    pub fn freeze(&self) {
+        self.signal_group("-STOP");
     }
     pub fn kill(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.signal_group("-KILL");
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

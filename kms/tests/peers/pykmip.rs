@@ -151,8 +151,8 @@ impl PyKmip {
             );
             std::fs::write(d.join("server.conf"), conf).unwrap();
             let log = d.join(format!("server-{port}.log"));
-            let child = Command::new(&bin)
-                .args(["-f"])
+            let mut cmd = Command::new(&bin);
+            cmd.args(["-f"])
                 .arg(d.join("server.conf"))
                 .arg("-l")
                 .arg(&log)
@@ -161,10 +161,8 @@ impl PyKmip {
                 .stdout(Stdio::null())
                 .stderr(Stdio::from(
                     std::fs::File::create(d.join(format!("stderr-{port}"))).unwrap(),
-                ))
-                .spawn()
-                .unwrap();
-            let proc = Proc { child, log };
+                ));
+            let proc = super::spawn(&mut cmd, log);
             if wait_for_port(port, Duration::from_secs(30)) {
                 return Some(PyKmip {
                     proc,
