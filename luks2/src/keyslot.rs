@@ -40,6 +40,11 @@ fn not_active(id: KeyslotId) -> Error {
     Error::Slot(format!("keyslot {id} is not active"))
 }
 
+/// Keyslot `id`, or the "not active" error.
+fn active(md: &Metadata, id: KeyslotId) -> Result<&Keyslot> {
+    md.keyslots.get(&id).ok_or_else(|| not_active(id))
+}
+
 /// The typed KDF and salt of a stored keyslot, with costs bounded as cryptsetup bounds them.
 fn keyslot_kdf(ks: &Luks2Keyslot) -> Result<(ckdf::Kdf, Vec<u8>)> {
     let params = ks.kdf_params()?;
@@ -61,21 +66,15 @@ fn keyslot_kdf(ks: &Luks2Keyslot) -> Result<(ckdf::Kdf, Vec<u8>)> {
             memory_kib,
             lanes,
             salt,
-        } => {
-            let variant = match variant {
-                metadata::Argon2Variant::Argon2i => ckdf::Argon2Variant::Argon2i,
-                metadata::Argon2Variant::Argon2id => ckdf::Argon2Variant::Argon2id,
-            };
-            (
-                ckdf::Kdf::Argon2 {
-                    variant,
-                    time,
-                    memory_kib,
-                    lanes,
-                },
-                salt,
-            )
-        }
+        } => (
+            ckdf::Kdf::Argon2 {
+                variant,
+                time,
+                memory_kib,
+                lanes,
+            },
+            salt,
+        ),
     };
     if salt.len() != KEYSLOT_SALT_LEN {
         return Err(Error::header(
@@ -100,10 +99,7 @@ fn stored_kdf(kdf: &ckdf::Kdf, salt: &[u8]) -> Kdf {
             memory_kib,
             lanes,
         } => Kdf::Argon2 {
-            variant: match variant {
-                ckdf::Argon2Variant::Argon2i => metadata::Argon2Variant::Argon2i,
-                ckdf::Argon2Variant::Argon2id => metadata::Argon2Variant::Argon2id,
-            },
+            variant,
             time: i64::from(time),
             memory: i64::from(memory_kib),
             cpus: i64::from(lanes),
@@ -157,7 +153,7 @@ pub fn open_keyslot<D: Device + ?Sized>(
     id: KeyslotId,
     passphrase: &[u8],
 ) -> Result<VolumeKey> {
-    let ks = md.keyslots.get(&id).ok_or_else(|| not_active(id))?;
+    let ks = active(md, id)?;
     let ks = ks.as_luks2().ok_or_else(|| {
         Error::Unsupported(format!("keyslot {id} is of type {:?}", ks.type_name()))
     })?;
@@ -464,11 +460,7 @@ pub fn replace_keyslot<D: Device + ?Sized>(
     pbkdf: &PbkdfOptions,
 ) -> Result<()> {
     header.metadata.ensure_writable()?;
-    let old = header
-        .metadata
-        .keyslots
-        .get(&id)
-        .ok_or_else(|| not_active(id))?;
+    let old = active(&header.metadata, id)?;
     let old_range = old.area_range();
     let priority = old.as_luks2().and_then(|k| k.priority);
     let offset = header
@@ -542,11 +534,7 @@ pub fn kill_keyslot<D: Device + ?Sized>(
     id: KeyslotId,
 ) -> Result<()> {
     header.metadata.ensure_writable()?;
-    let ks = header
-        .metadata
-        .keyslots
-        .get(&id)
-        .ok_or_else(|| not_active(id))?;
+    let ks = active(&header.metadata, id)?;
     let range = ks.area_range();
     let mut updated = header.clone();
     forget_keyslot(&mut updated.metadata, id);

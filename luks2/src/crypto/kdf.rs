@@ -20,24 +20,11 @@ use crate::error::{Error, Result};
 /// cryptsetup caps volume keys at 512 bytes).
 pub const MAX_DERIVED_KEY_LEN: usize = 512;
 
-/// The Argon2 variants LUKS2 uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Argon2Variant {
-    /// Argon2i (data-independent addressing).
-    Argon2i,
-    /// Argon2id (hybrid), cryptsetup 2.6's default.
-    Argon2id,
-}
+/// The Argon2 variants LUKS2 uses; defined with the metadata model, which names them in
+/// `kdf.type`.
+pub use crate::metadata::Argon2Variant;
 
 impl Argon2Variant {
-    /// The LUKS2 `kdf.type` name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Argon2Variant::Argon2i => "argon2i",
-            Argon2Variant::Argon2id => "argon2id",
-        }
-    }
-
     fn algorithm(self) -> Algorithm {
         match self {
             Argon2Variant::Argon2i => Algorithm::Argon2i,

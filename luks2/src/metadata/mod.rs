@@ -163,17 +163,18 @@ impl Priority {
     }
 }
 
-/// Argon2 flavour.
+/// The Argon2 variants LUKS2 uses. Also the KDF's own type ([`crate::crypto::kdf::Argon2Variant`]
+/// re-exports it), so the metadata model needs no crypto code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Argon2Variant {
-    /// `argon2i`.
+    /// Argon2i (data-independent addressing).
     Argon2i,
-    /// `argon2id`.
+    /// Argon2id (hybrid), cryptsetup 2.6's default.
     Argon2id,
 }
 
 impl Argon2Variant {
-    /// The JSON name.
+    /// The LUKS2 `kdf.type` name.
     pub fn name(self) -> &'static str {
         match self {
             Argon2Variant::Argon2i => "argon2i",
