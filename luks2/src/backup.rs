@@ -18,7 +18,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::format::{Signature, detect_signature};
 use crate::header::{self, Header, RepairOutcome};
-use crate::io::{Device, with_exclusive_lock};
+use crate::io::{Device, ReadAt, ReadOnly, with_exclusive_lock};
 use crate::keyslot::wipe_area;
 
 fn area_len(h: &Header) -> Result<usize> {
@@ -112,7 +112,7 @@ pub fn repair<D: Device + ?Sized>(dev: &mut D) -> Result<RepairOutcome> {
 pub fn detect_foreign_signature<D: Device + ?Sized>(dev: &D) -> Result<Option<Signature>> {
     // detect_signature reports LUKS first; look for the others with the LUKS magic masked out.
     struct NoLuks<'a, D: ?Sized>(&'a D);
-    impl<D: Device + ?Sized> Device for NoLuks<'_, D> {
+    impl<D: Device + ?Sized> ReadAt for NoLuks<'_, D> {
         fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
             self.0.read_exact_at(offset, buf)?;
             if buf.starts_with(b"LUKS\xba\xbe") || buf.starts_with(b"SKUL\xba\xbe") {
@@ -120,17 +120,11 @@ pub fn detect_foreign_signature<D: Device + ?Sized>(dev: &D) -> Result<Option<Si
             }
             Ok(())
         }
-        fn write_all_at(&mut self, _: u64, _: &[u8]) -> std::io::Result<()> {
-            Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied))
-        }
-        fn sync(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
         fn size(&self) -> std::io::Result<u64> {
             self.0.size()
         }
     }
-    detect_signature(&NoLuks(dev))
+    detect_signature(&ReadOnly(NoLuks(dev)))
 }
 
 /// Destroys all keyslots and wipes the keyslots area (`luksErase`).

@@ -88,6 +88,50 @@ impl<D: Device + ?Sized> Device for &mut D {
     }
 }
 
+/// Read access to something positional that is not a full [`Device`]; wrap it in [`ReadOnly`].
+pub(crate) trait ReadAt {
+    /// As [`Device::read_exact_at`].
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+    /// As [`Device::size`].
+    fn size(&self) -> io::Result<u64>;
+}
+
+/// A read-only [`Device`]: reads and size come from the wrapped [`ReadAt`], writes fail with
+/// `PermissionDenied`, `sync` does nothing.
+pub(crate) struct ReadOnly<R>(pub(crate) R);
+
+impl<R: ReadAt> Device for ReadOnly<R> {
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.0.read_exact_at(offset, buf)
+    }
+    fn write_all_at(&mut self, _: u64, _: &[u8]) -> io::Result<()> {
+        Err(io::Error::from(io::ErrorKind::PermissionDenied))
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+    fn size(&self) -> io::Result<u64> {
+        self.0.size()
+    }
+}
+
+/// A byte buffer (a header backup, a fuzz input) read as a device; reading past its end is
+/// `UnexpectedEof`.
+impl ReadAt for &[u8] {
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let start = usize::try_from(offset).map_err(io::Error::other)?;
+        let src = start
+            .checked_add(buf.len())
+            .and_then(|end| self.get(start..end))
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.len() as u64)
+    }
+}
+
 /// How long [`lock_exclusive`] retries before giving up with [`Error::Busy`].
 pub const LOCK_RETRY_FOR: Duration = Duration::from_secs(2);
 

@@ -17,7 +17,7 @@
 pub mod binary;
 
 use crate::error::{Error, Result};
-use crate::io::{Device, with_exclusive_lock};
+use crate::io::{Device, ReadOnly, with_exclusive_lock};
 use crate::metadata::{HDR_SIZES, Metadata};
 
 use binary::{BIN_HEADER_LEN, BinaryHeader, ChecksumAlg, Copy, SALT_LEN};
@@ -270,30 +270,7 @@ pub fn read_with_report<D: Device + ?Sized>(dev: &D) -> Result<(Header, ReadRepo
 
 /// Reads the header from a byte buffer (a header backup, a fuzz input).
 pub fn read_bytes(bytes: &[u8]) -> Result<Header> {
-    read(&ReadOnlySlice(bytes))
-}
-
-struct ReadOnlySlice<'a>(&'a [u8]);
-
-impl Device for ReadOnlySlice<'_> {
-    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        let start = usize::try_from(offset).map_err(std::io::Error::other)?;
-        let src = start
-            .checked_add(buf.len())
-            .and_then(|end| self.0.get(start..end))
-            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
-        buf.copy_from_slice(src);
-        Ok(())
-    }
-    fn write_all_at(&mut self, _: u64, _: &[u8]) -> std::io::Result<()> {
-        Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied))
-    }
-    fn sync(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn size(&self) -> std::io::Result<u64> {
-        Ok(self.0.len() as u64)
-    }
+    read(&ReadOnly(bytes))
 }
 
 /// Options for a brand-new header.
