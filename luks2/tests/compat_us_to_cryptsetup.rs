@@ -4,9 +4,9 @@
 //! appear in `cryptsetup token export`.
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
-mod compat_common;
+mod common;
 
-use compat_common::{Scratch, cryptsetup, open_rw, passphrase, run_cases};
+use common::{Scratch, cryptsetup, open_rw, passphrase, run_cases};
 use luks2::crypto::HashAlgorithm;
 use luks2::crypto::bench::PbkdfOptions;
 use luks2::crypto::kdf::{Argon2Variant, KdfKind};

@@ -4,7 +4,7 @@
 //! crashed image is also judged by cryptsetup (when installed), which must agree with us.
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
-mod compat_common;
+mod common;
 
 use luks2::crypto::bench::PbkdfOptions;
 use luks2::crypto::kdf::{Argon2Variant, KdfKind};
@@ -111,11 +111,11 @@ fn formatted() -> MemDevice {
 
 /// Cryptsetup's verdict on an image: which key files open it.
 fn cryptsetup_opens(dev: &MemDevice, passes: &[&str]) -> Option<Vec<bool>> {
-    let cs = compat_common::cryptsetup()?;
+    let cs = common::cryptsetup()?;
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("img");
     std::fs::write(&img, dev.as_slice()).unwrap();
-    let sc = compat_common::Scratch::new(&cs);
+    let sc = common::Scratch::new(&cs);
     Some(
         passes
             .iter()
