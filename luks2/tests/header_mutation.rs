@@ -90,6 +90,54 @@ fn compare_parsed(
     }
 }
 
+/// Verdicts of a run of JSON mutations.
+#[derive(Default)]
+struct Tally {
+    total: usize,
+    agreed: usize,
+    accepted: usize,
+    disagreements: Vec<String>,
+}
+
+/// Judges one mutated image (`bytes`, from mutation `text`): our verdict (an accepted header must
+/// survive our own round trip) against cryptsetup's on `file`, and on a header both accept, what
+/// each parsed.
+fn judge_json(
+    cs: &std::path::Path,
+    file: &std::path::Path,
+    bytes: Vec<u8>,
+    case: usize,
+    text: &str,
+    t: &mut Tally,
+) {
+    let ours = header::read(&MemDevice::from_vec(bytes.clone()));
+    if let Ok(h) = &ours {
+        let again = Metadata::parse(&h.metadata.to_json_area().unwrap(), h.hdr_size())
+            .unwrap_or_else(|e| panic!("case {case}: our own output does not parse: {e}"));
+        assert_eq!(
+            again, h.metadata,
+            "case {case}: round trip changed the metadata"
+        );
+        t.accepted += 1;
+    }
+    std::fs::write(file, &bytes).unwrap();
+    let theirs = run(cs, &["luksDump", file.to_str().unwrap()])
+        .status
+        .success();
+    t.total += 1;
+    if let (true, Ok(h)) = (theirs, &ours) {
+        compare_parsed(cs, file, h, case, &mut t.disagreements);
+    }
+    if theirs == ours.is_ok() {
+        t.agreed += 1;
+    } else {
+        t.disagreements.push(format!(
+            "case {case}: cryptsetup {theirs}, ours {:?}\n  {text}",
+            ours.err().map(|e| e.to_string())
+        ));
+    }
+}
+
 /// Writes `json` as the JSON area of both copies of `base` and reseals them.
 fn with_json(base: &[u8], json: &[u8]) -> Option<Vec<u8>> {
     if json.len() >= HDR - 4096 {
@@ -147,8 +195,7 @@ fn random_json_mutations_agree_with_cryptsetup() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0x9e37_79b9_7f4a_7c15));
-    let (mut total, mut agreed, mut accepted) = (0, 0, 0);
-    let mut disagreements = Vec::new();
+    let mut t = Tally::default();
     let file = img.dir.path().join("case.img");
     for case in 0..std::env::var("MUT_CASES")
         .ok()
@@ -159,34 +206,21 @@ fn random_json_mutations_agree_with_cryptsetup() {
         let Some(bytes) = with_json(&base, &text) else {
             continue;
         };
-        let ours = header::read(&MemDevice::from_vec(bytes.clone()));
-        if let Ok(h) = &ours {
-            let again = Metadata::parse(&h.metadata.to_json_area().unwrap(), h.hdr_size())
-                .unwrap_or_else(|e| panic!("case {case}: our own output does not parse: {e}"));
-            assert_eq!(
-                again, h.metadata,
-                "case {case}: round trip changed the metadata"
-            );
-            accepted += 1;
-        }
-        std::fs::write(&file, &bytes).unwrap();
-        let theirs = run(&cs, &["luksDump", file.to_str().unwrap()])
-            .status
-            .success();
-        total += 1;
-        if let (true, Ok(h)) = (theirs, &ours) {
-            compare_parsed(&cs, &file, h, case, &mut disagreements);
-        }
-        if theirs == ours.is_ok() {
-            agreed += 1;
-        } else {
-            disagreements.push(format!(
-                "case {case}: cryptsetup {theirs}, ours {:?}\n  {}",
-                ours.err().map(|e| e.to_string()),
-                String::from_utf8_lossy(&text)
-            ));
-        }
+        judge_json(
+            &cs,
+            &file,
+            bytes,
+            case,
+            &String::from_utf8_lossy(&text),
+            &mut t,
+        );
     }
+    let Tally {
+        total,
+        agreed,
+        accepted,
+        disagreements,
+    } = t;
     println!("random mutations: {total}, agreed: {agreed}, accepted by us: {accepted}");
     assert!(
         total > 300 && accepted > 20 && total - accepted > 20,
@@ -350,8 +384,7 @@ fn random_structural_mutations_agree_with_cryptsetup() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(300);
     let mut rng = Rng(seed);
-    let (mut total, mut agreed, mut accepted) = (0, 0, 0);
-    let mut disagreements = Vec::new();
+    let mut t = Tally::default();
     let file = img.dir.path().join("case.img");
     for case in 0..cases {
         let mut v = json.clone();
@@ -362,33 +395,14 @@ fn random_structural_mutations_agree_with_cryptsetup() {
         let Some(bytes) = with_json(&base, text.as_bytes()) else {
             continue;
         };
-        let ours = header::read(&MemDevice::from_vec(bytes.clone()));
-        if let Ok(h) = &ours {
-            let again = Metadata::parse(&h.metadata.to_json_area().unwrap(), h.hdr_size())
-                .unwrap_or_else(|e| panic!("case {case}: our own output does not parse: {e}"));
-            assert_eq!(
-                again, h.metadata,
-                "case {case}: round trip changed the metadata"
-            );
-            accepted += 1;
-        }
-        std::fs::write(&file, &bytes).unwrap();
-        let theirs = run(&cs, &["luksDump", file.to_str().unwrap()])
-            .status
-            .success();
-        total += 1;
-        if let (true, Ok(h)) = (theirs, &ours) {
-            compare_parsed(&cs, &file, h, case, &mut disagreements);
-        }
-        if theirs == ours.is_ok() {
-            agreed += 1;
-        } else {
-            disagreements.push(format!(
-                "case {case}: cryptsetup {theirs}, ours {:?}\n  {text}",
-                ours.err().map(|e| e.to_string())
-            ));
-        }
+        judge_json(&cs, &file, bytes, case, &text, &mut t);
     }
+    let Tally {
+        total,
+        agreed,
+        accepted,
+        disagreements,
+    } = t;
     println!("structural mutations: {total}, agreed: {agreed}, accepted by us: {accepted}");
     assert!(
         total > cases / 2 && accepted > total / 10 && total - accepted > total / 10,
