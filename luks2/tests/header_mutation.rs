@@ -158,18 +158,7 @@ fn with_json(base: &[u8], json: &[u8]) -> Option<Vec<u8>> {
 #[test]
 fn random_json_mutations_agree_with_cryptsetup() {
     let Some(cs) = cryptsetup() else { return };
-    let img = Image::format(
-        &cs,
-        4 * 1024 * 1024,
-        &[
-            "--luks2-keyslots-size",
-            "1048576",
-            "--offset",
-            "4096",
-            "--key-size",
-            "256",
-        ],
-    );
+    let img = Image::small(&cs, &[]);
     let tok = img.dir.path().join("t.json");
     std::fs::write(
         &tok,
@@ -329,18 +318,7 @@ fn mutate_value(rng: &mut Rng, root: &mut serde_json::Value) {
 #[test]
 fn random_structural_mutations_agree_with_cryptsetup() {
     let Some(cs) = cryptsetup() else { return };
-    let img = Image::format(
-        &cs,
-        4 * 1024 * 1024,
-        &[
-            "--luks2-keyslots-size",
-            "1048576",
-            "--offset",
-            "4096",
-            "--key-size",
-            "256",
-        ],
-    );
+    let img = Image::small(&cs, &[]);
     let key2 = img.dir.path().join("key2");
     std::fs::write(&key2, b"other").unwrap();
     let add = [
@@ -435,20 +413,7 @@ fn reseal(img: &mut [u8], off: usize, hdr_size: usize) -> bool {
 #[test]
 fn random_binary_header_mutations_agree_with_cryptsetup() {
     let Some(cs) = cryptsetup() else { return };
-    let img = Image::format(
-        &cs,
-        4 * 1024 * 1024,
-        &[
-            "--luks2-keyslots-size",
-            "1048576",
-            "--offset",
-            "4096",
-            "--key-size",
-            "256",
-            "--label",
-            "L",
-        ],
-    );
+    let img = Image::small(&cs, &["--label", "L"]);
     let base = img.bytes();
     let seed = std::env::var("MUT_SEED")
         .ok()

@@ -1546,15 +1546,7 @@ fn validation_agrees_with_cryptsetup() {
     let Some(cs) = cryptsetup() else { return };
     // Base: 4 MiB image, 16 KiB metadata, 1 MiB keyslots area, data at 2 MiB, keyslots 0 and 1,
     // one token.
-    let small = [
-        "--luks2-keyslots-size",
-        "1048576",
-        "--offset",
-        "4096",
-        "--key-size",
-        "256",
-    ];
-    let img = Image::format(&cs, 4 * MIB, &small);
+    let img = Image::small(&cs, &[]);
     run_ok(
         &cs,
         &[
@@ -1587,7 +1579,7 @@ fn validation_agrees_with_cryptsetup() {
         ],
     );
     // A second base in the middle of an online reencryption.
-    let re = Image::format(&cs, 4 * MIB, &small);
+    let re = Image::small(&cs, &[]);
     run_ok(
         &cs,
         &[

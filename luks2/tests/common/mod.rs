@@ -115,6 +115,21 @@ impl Image {
         img
     }
 
+    /// A 4 MiB image formatted as [`Image::format`] with a 1 MiB keyslots area, data at 2 MiB
+    /// (sector 4096), a 256-bit key and `extra` options: small enough to mutate and dump quickly.
+    pub fn small(cs: &Path, extra: &[&str]) -> Image {
+        let mut args = vec![
+            "--luks2-keyslots-size",
+            "1048576",
+            "--offset",
+            "4096",
+            "--key-size",
+            "256",
+        ];
+        args.extend_from_slice(extra);
+        Image::format(cs, 4 * 1024 * 1024, &args)
+    }
+
     /// The image path as a string.
     pub fn p(&self) -> &str {
         self.path.to_str().expect("utf-8 path")
