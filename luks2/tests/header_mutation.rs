@@ -159,23 +159,10 @@ fn with_json(base: &[u8], json: &[u8]) -> Option<Vec<u8>> {
 fn random_json_mutations_agree_with_cryptsetup() {
     let Some(cs) = cryptsetup() else { return };
     let img = Image::small(&cs, &[]);
-    let tok = img.dir.path().join("t.json");
-    std::fs::write(
-        &tok,
-        r#"{"type":"onmetal-test","keyslots":["0"],"n":[1,2.5,true,null]}"#,
-    )
-    .unwrap();
-    let out = run(
+    img.import_token(
         &cs,
-        &[
-            "token",
-            "import",
-            "--json-file",
-            tok.to_str().unwrap(),
-            img.p(),
-        ],
+        r#"{"type":"onmetal-test","keyslots":["0"],"n":[1,2.5,true,null]}"#,
     );
-    assert!(out.status.success());
     let base = img.bytes();
     let end = base[4096..HDR].iter().position(|&b| b == 0).unwrap();
     let json = base[4096..4096 + end].to_vec();
@@ -336,19 +323,7 @@ fn random_structural_mutations_agree_with_cryptsetup() {
         key2.to_str().unwrap(),
     ];
     assert!(run(&cs, &add).status.success());
-    let tok = img.dir.path().join("t.json");
-    std::fs::write(&tok, r#"{"type":"onmetal-test","keyslots":["1"],"n":[1]}"#).unwrap();
-    let out = run(
-        &cs,
-        &[
-            "token",
-            "import",
-            "--json-file",
-            tok.to_str().unwrap(),
-            img.p(),
-        ],
-    );
-    assert!(out.status.success());
+    img.import_token(&cs, r#"{"type":"onmetal-test","keyslots":["1"],"n":[1]}"#);
     let base = img.bytes();
     let end = base[4096..HDR].iter().position(|&b| b == 0).unwrap();
     let json: serde_json::Value = serde_json::from_slice(&base[4096..4096 + end]).unwrap();

@@ -1562,21 +1562,9 @@ fn validation_agrees_with_cryptsetup() {
             img.k(),
         ],
     );
-    let tok = img.dir.path().join("t.json");
-    std::fs::write(
-        &tok,
-        r#"{"type":"onmetal-test","keyslots":["1"],"secret-ref":"a/b"}"#,
-    )
-    .unwrap();
-    run_ok(
+    img.import_token(
         &cs,
-        &[
-            "token",
-            "import",
-            "--json-file",
-            tok.to_str().unwrap(),
-            img.p(),
-        ],
+        r#"{"type":"onmetal-test","keyslots":["1"],"secret-ref":"a/b"}"#,
     );
     // A second base in the middle of an online reencryption.
     let re = Image::small(&cs, &[]);

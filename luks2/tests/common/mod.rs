@@ -130,6 +130,23 @@ impl Image {
         Image::format(cs, 4 * 1024 * 1024, &args)
     }
 
+    /// Imports token `json` with `cryptsetup token import` (from a file `t.json` next to the
+    /// image); panics if cryptsetup refuses it.
+    pub fn import_token(&self, cs: &Path, json: &str) {
+        let tok = self.dir.path().join("t.json");
+        std::fs::write(&tok, json).expect("write token file");
+        run_ok(
+            cs,
+            &[
+                "token",
+                "import",
+                "--json-file",
+                tok.to_str().expect("utf-8 path"),
+                self.p(),
+            ],
+        );
+    }
+
     /// The image path as a string.
     pub fn p(&self) -> &str {
         self.path.to_str().expect("utf-8 path")
