@@ -6,7 +6,7 @@
 set -euo pipefail
 
 apt_pkgs=(cryptsetup-bin qemu-system-x86 busybox-static kmod cpio xfsprogs e2fsprogs util-linux
-  libdevmapper-dev libclang-dev clang pkg-config keyutils openssl curl dmsetup)
+  libdevmapper-dev libclang-dev clang pkg-config keyutils openssl curl dmsetup time)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
