@@ -1,7 +1,9 @@
 //! Privileged (VM) benchmark-test: sequential O_DIRECT write and read throughput through our
 //! mapping against cryptsetup's mapping of the same device, in the same VM run. Both use the
 //! kernel's dm-crypt, so the ratio should be close to 1; a large gap means our table differs
-//! (options, sector size, cipher) from cryptsetup's. Prints `THROUGHPUT` lines (ours/cryptsetup).
+//! (options, sector size, cipher) from cryptsetup's; with and without the no_read/no_write
+//! workqueue flags. Also the activation latency of `luks2 open` against `cryptsetup open`. Prints
+//! `THROUGHPUT` and `LATENCY` lines (ours/cryptsetup) and never asserts a speed.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod vm_support;
@@ -49,9 +51,9 @@ fn mbps(total: Duration) -> f64 {
     (MIB_PER_PASS as f64 * ROUNDS as f64 * 1.048_576) / total.as_secs_f64()
 }
 
-#[test]
-fn vm_throughput_ours_vs_cryptsetup() {
-    require_privileged!();
+/// Sequential write and read through our mapping and cryptsetup's, alternated, on one device;
+/// prints `THROUGHPUT <label> ...` lines with the ratio ours/cryptsetup.
+fn compare(label: &str, opts: &ActivateOptions, cryptsetup_extra: &[&str]) {
     let lo = LoopDev::new(MIB_PER_PASS + 32);
     cryptsetup_format(lo.path(), 512, 4096, Kdf::Pbkdf2);
     let key = cryptsetup_volume_key(lo.path());
@@ -65,15 +67,13 @@ fn vm_throughput_ours_vs_cryptsetup() {
     let (mut ow, mut or, mut cw, mut cr) = Default::default();
     // Alternate so that warm-up and background noise hit both sides alike.
     for _ in 0..ROUNDS {
-        let st = dm
-            .activate(&ours, &lo.dev, &volume, &key, &ActivateOptions::default())
-            .unwrap();
+        let st = dm.activate(&ours, &lo.dev, &volume, &key, opts).unwrap();
         let (w, r) = pass(&st.path);
         ow += w;
         or += r;
         dm.deactivate(&ours).unwrap();
 
-        cryptsetup_open(lo.path(), &theirs, &[]);
+        cryptsetup_open(lo.path(), &theirs, cryptsetup_extra);
         let (w, r) = pass(&dm::mapper_path(&theirs));
         cw += w;
         cr += r;
@@ -82,12 +82,71 @@ fn vm_throughput_ours_vs_cryptsetup() {
     let (ow, or, cw, cr) = (mbps(ow), mbps(or), mbps(cw), mbps(cr));
     let (wratio, rratio) = (ow / cw, or / cr);
     println!(
-        "\nTHROUGHPUT write: ours {ow:.1} MB/s, cryptsetup {cw:.1} MB/s, ratio ours/cryptsetup {wratio:.2}"
+        "\nTHROUGHPUT {label} write: ours {ow:.1} MB/s, cryptsetup {cw:.1} MB/s, ratio ours/cryptsetup {wratio:.2}"
     );
     println!(
-        "THROUGHPUT read:  ours {or:.1} MB/s, cryptsetup {cr:.1} MB/s, ratio ours/cryptsetup {rratio:.2}"
+        "THROUGHPUT {label} read:  ours {or:.1} MB/s, cryptsetup {cr:.1} MB/s, ratio ours/cryptsetup {rratio:.2}"
     );
     // A measurement, not a check: machines here are shared and noisy, so speed is reported
     // (BENCHMARKS.md) and never asserted. The tables themselves are compared in vm_compat.
     assert!(wratio.is_finite() && rratio.is_finite(), "no data moved");
+}
+
+#[test]
+fn vm_throughput_ours_vs_cryptsetup() {
+    require_privileged!();
+    compare("default", &ActivateOptions::default(), &[]);
+}
+
+#[test]
+fn vm_throughput_no_workqueue_ours_vs_cryptsetup() {
+    require_privileged!();
+    let mut opts = ActivateOptions::default();
+    opts.flags.no_read_workqueue = true;
+    opts.flags.no_write_workqueue = true;
+    compare(
+        "no_workqueue",
+        &opts,
+        &["--perf-no_read_workqueue", "--perf-no_write_workqueue"],
+    );
+}
+
+/// Activation latency of the whole command, `luks2 open` against `cryptsetup open` (same
+/// header, PBKDF2 at 1000 iterations so the KDF is negligible), alternated; median of the rounds.
+#[test]
+fn vm_activation_latency_ours_vs_cryptsetup() {
+    require_privileged!();
+    const LUKS2: &str = env!("CARGO_BIN_EXE_luks2");
+    const LATENCY_ROUNDS: usize = 5;
+    let lo = LoopDev::new(40);
+    cryptsetup_format(lo.path(), 512, 4096, Kdf::Pbkdf2);
+    let ours = unique_name("latours");
+    let theirs = unique_name("latcs");
+    let _g1 = MappingGuard(ours.clone());
+    let _g2 = MappingGuard(theirs.clone());
+    let (mut o, mut c) = (Vec::new(), Vec::new());
+    for _ in 0..LATENCY_ROUNDS {
+        let t = Instant::now();
+        run_with_stdin(
+            LUKS2,
+            &["open", "--key-file", "-", lo.path(), ours.as_str()],
+            Some(PASSPHRASE),
+        );
+        o.push(t.elapsed());
+        run(LUKS2, &["close", ours.as_str()]);
+
+        let t = Instant::now();
+        cryptsetup_open(lo.path(), &theirs, &[]);
+        c.push(t.elapsed());
+        run("cryptsetup", &["close", theirs.as_str()]);
+    }
+    o.sort();
+    c.sort();
+    let (om, cm) = (o[LATENCY_ROUNDS / 2], c[LATENCY_ROUNDS / 2]);
+    println!(
+        "\nLATENCY open: ours {:.1} ms, cryptsetup {:.1} ms, ratio ours/cryptsetup {:.2} (median of {LATENCY_ROUNDS})",
+        om.as_secs_f64() * 1e3,
+        cm.as_secs_f64() * 1e3,
+        om.as_secs_f64() / cm.as_secs_f64()
+    );
 }
