@@ -4,7 +4,7 @@
 //! optional `X-Vault-Namespace`. Responses are classified by HTTP status first
 //! ([`parse_response`], a pure function also used by the fuzz target).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -551,21 +551,6 @@ impl TransitClient {
             tracing::warn!(recorded = %key.endpoint, configured = %self.endpoint, "wrapped key was made at another endpoint");
         }
         Ok(())
-    }
-
-    /// A random key wrapped and unwrapped; returns the round-trip time.
-    pub async fn check(&self) -> Result<Duration> {
-        let start = Instant::now();
-        let dek = Dek::generate(32)?;
-        let vol = VolumeId::new("onmetal-csi-kms-check")?;
-        let w = self.wrap(&dek, &vol).await?;
-        let back = self.unwrap(&w, &vol).await?;
-        if !back.ct_eq(&dek) {
-            return Err(Error::integrity(
-                "check: the unwrapped key differs from the wrapped one",
-            ));
-        }
-        Ok(start.elapsed())
     }
 }
 

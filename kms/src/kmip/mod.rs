@@ -10,7 +10,6 @@
 pub mod ttlv;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -571,21 +570,6 @@ impl KmipClient {
             WrapMode::KmipAesGcm => Dek::from_slice(plain),
             _ => unframe(volume, plain),
         }
-    }
-
-    /// A random key wrapped and unwrapped; returns the round-trip time.
-    pub async fn check(&self) -> Result<Duration> {
-        let start = Instant::now();
-        let dek = Dek::generate(32)?;
-        let vol = VolumeId::new("onmetal-csi-kms-check")?;
-        let w = self.wrap(&dek, &vol).await?;
-        let back = self.unwrap(&w, &vol).await?;
-        if !back.ct_eq(&dek) {
-            return Err(Error::integrity(
-                "check: the unwrapped key differs from the wrapped one",
-            ));
-        }
-        Ok(start.elapsed())
     }
 }
 
