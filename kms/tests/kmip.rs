@@ -7,6 +7,7 @@ use kms::{Dek, ErrorKind, Kms, KmsConfig, KmsType, WrapMode, WrappedKey};
 use peers::kmip_cases::{self as cases, client, client_max, config, edit, vol};
 use peers::pki::ClientOpts;
 use peers::pykmip;
+use peers::wrap_err;
 
 const NAME: &str = "pykmip";
 
@@ -106,10 +107,7 @@ async fn client_certificate_without_client_auth_eku_is_denied() {
         ..ClientOpts::default()
     });
     let kms = Kms::new(&config(&srv, &uid, &leaf)).unwrap();
-    let err = kms
-        .wrap(&Dek::generate(32).unwrap(), &vol("v"))
-        .await
-        .unwrap_err();
+    let err = wrap_err(&kms).await;
     assert_eq!(err.kind(), ErrorKind::Denied, "{err}");
     eprintln!("client cert without clientAuth EKU: {err}");
 }
@@ -129,10 +127,7 @@ async fn expired_client_certificate_is_denied_with_its_date() {
         ..ClientOpts::default()
     });
     let kms = Kms::new(&config(&srv, &uid, &leaf)).unwrap();
-    let err = kms
-        .wrap(&Dek::generate(32).unwrap(), &vol("v"))
-        .await
-        .unwrap_err();
+    let err = wrap_err(&kms).await;
     assert_eq!(err.kind(), ErrorKind::Denied, "{err}");
     assert!(
         err.message().contains("expired on 2021-03-04T00:00:00Z"),
@@ -154,10 +149,7 @@ async fn expired_server_certificate_is_denied_with_its_date() {
         return;
     };
     let kms = client(&srv, "1");
-    let err = kms
-        .wrap(&Dek::generate(32).unwrap(), &vol("v"))
-        .await
-        .unwrap_err();
+    let err = wrap_err(&kms).await;
     assert_eq!(err.kind(), ErrorKind::Denied, "{err}");
     assert!(
         err.message().contains("expired on 2022-05-06T00:00:00Z"),

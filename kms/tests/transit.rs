@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use kms::{Dek, ErrorKind, Kms, KmsConfig, KmsType, Timeouts, VolumeId, WrapMode, WrappedKey};
 use peers::bao::{Bao, ROOT};
-use peers::secrets;
+use peers::{secrets, wrap_err, wrap_random};
 
 const KEY: &str = "pvc-kek";
 
@@ -94,10 +94,7 @@ async fn https_without_the_private_ca_is_invalid_config() {
     )
     .unwrap();
     let kms = Kms::new(&cfg).unwrap();
-    let err = kms
-        .wrap(&Dek::generate(32).unwrap(), &vol("v"))
-        .await
-        .unwrap_err();
+    let err = wrap_err(&kms).await;
     assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
     assert!(
         err.message().contains("not signed by a CA in ca.crt"),
@@ -112,10 +109,7 @@ async fn policy_limited_token_cannot_use_other_paths() {
     };
     bao.create_key("other-kek");
     let kms = client(&bao, "other-kek", &token);
-    let err = kms
-        .wrap(&Dek::generate(32).unwrap(), &vol("v"))
-        .await
-        .unwrap_err();
+    let err = wrap_err(&kms).await;
     assert_eq!(err.kind(), ErrorKind::Denied, "{err}");
     assert!(
         err.message()
@@ -128,10 +122,7 @@ async fn policy_limited_token_cannot_use_other_paths() {
     );
     // The same token may not rewrap (rewrap is an operator action).
     let kms = client(&bao, KEY, &token);
-    let w = kms
-        .wrap(&Dek::generate(32).unwrap(), &vol("v"))
-        .await
-        .unwrap();
+    let w = wrap_random(&kms).await;
     let err = kms.rewrap(&w).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Denied, "{err}");
 }
@@ -142,10 +133,7 @@ async fn revoked_token_is_denied() {
         return;
     };
     let kms = client(&bao, KEY, &token);
-    let w = kms
-        .wrap(&Dek::generate(32).unwrap(), &vol("v"))
-        .await
-        .unwrap();
+    let w = wrap_random(&kms).await;
     bao.revoke(&token);
     let err = kms.unwrap(&w, &vol("v")).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Denied, "{err}");
@@ -165,10 +153,7 @@ async fn expired_token_is_denied() {
     }));
     let kms = client(&bao, KEY, &token);
     std::thread::sleep(Duration::from_millis(2500));
-    let err = kms
-        .wrap(&Dek::generate(32).unwrap(), &vol("v"))
-        .await
-        .unwrap_err();
+    let err = wrap_err(&kms).await;
     assert_eq!(err.kind(), ErrorKind::Denied, "{err}");
     assert!(
         err.message().contains("invalid, expired or revoked"),
@@ -182,10 +167,7 @@ async fn sealed_server_is_unavailable() {
         return;
     };
     let kms = client(&bao, KEY, &token);
-    let w = kms
-        .wrap(&Dek::generate(32).unwrap(), &vol("v"))
-        .await
-        .unwrap();
+    let w = wrap_random(&kms).await;
     bao.seal();
     let err = kms.unwrap(&w, &vol("v")).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
@@ -200,10 +182,7 @@ async fn missing_key() {
     let wide = bao.token(&serde_json::json!({"policies": [create_policy(&bao, "wide",
         "path \"transit/*\" { capabilities = [\"update\"] }")], "period": "1h"}));
     let kms = client(&bao, "no-such-kek", &wide);
-    let err = kms
-        .wrap(&Dek::generate(32).unwrap(), &vol("v"))
-        .await
-        .unwrap_err();
+    let err = wrap_err(&kms).await;
     eprintln!("wrap to a missing key with update-only policy: {err}");
     assert!(
         matches!(err.kind(), ErrorKind::Denied | ErrorKind::NotFound),
@@ -211,10 +190,7 @@ async fn missing_key() {
     );
     // Unwrap of a record that names a missing key: NotFound.
     let good = client(&bao, KEY, &wide);
-    let w = good
-        .wrap(&Dek::generate(32).unwrap(), &vol("v"))
-        .await
-        .unwrap();
+    let w = wrap_random(&good).await;
     let json = w
         .to_json()
         .replace("\"keyId\":\"pvc-kek\"", "\"keyId\":\"no-such-kek\"");
@@ -387,10 +363,7 @@ async fn server_killed_mid_run_is_unavailable_fast() {
         return;
     };
     let kms = client(&bao, KEY, &token);
-    let w = kms
-        .wrap(&Dek::generate(32).unwrap(), &vol("v"))
-        .await
-        .unwrap();
+    let w = wrap_random(&kms).await;
     bao.proc.kill();
     let start = Instant::now();
     let err = kms.unwrap(&w, &vol("v")).await.unwrap_err();
@@ -409,10 +382,7 @@ async fn server_frozen_mid_run_is_unavailable_within_the_timeout() {
         return;
     };
     let kms = client(&bao, KEY, &token);
-    let w = kms
-        .wrap(&Dek::generate(32).unwrap(), &vol("v"))
-        .await
-        .unwrap();
+    let w = wrap_random(&kms).await;
     bao.proc.freeze();
     let start = Instant::now();
     let err = kms.unwrap(&w, &vol("v")).await.unwrap_err();

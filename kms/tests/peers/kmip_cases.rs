@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use kms::{Dek, ErrorKind, Kms, KmsConfig, KmsType, Timeouts, VolumeId, WrapMode, WrappedKey};
 
-use super::Proc;
 use super::pki::{Ca, ClientOpts, Leaf};
+use super::{Proc, wrap_err, wrap_random};
 
 /// A running KMIP server (PyKMIP or Cosmian KMS) with its PKI; `pykmip::start()` and
 /// `cosmian::start()` make one.
@@ -111,12 +111,6 @@ pub fn flip_b64(s: &str) -> String {
     e.encode(b)
 }
 
-async fn wrap_err(kms: &Kms) -> kms::Error {
-    kms.wrap(&Dek::generate(32).unwrap(), &vol("v"))
-        .await
-        .unwrap_err()
-}
-
 /// Wrap and unwrap (also after a JSON round trip), a fresh IV per wrap, and the ways a record
 /// goes wrong: copied to another volume, tampered ciphertext, IV and (GCM) tag.
 pub async fn round_trip_and_faults(kms: &Kms, expect: WrapMode, server: &str) {
@@ -193,10 +187,7 @@ pub async fn key_of_another_owner_is_refused(srv: &KmipServer, server: &str) {
 pub async fn server_stopped_mid_run_is_unavailable(srv: &mut KmipServer, server: &str) {
     let uid = srv.create_key(true);
     let kms = client(srv, &uid);
-    let w = kms
-        .wrap(&Dek::generate(32).unwrap(), &vol("v"))
-        .await
-        .unwrap();
+    let w = wrap_random(&kms).await;
     srv.proc.freeze();
     let start = Instant::now();
     let err = kms.unwrap(&w, &vol("v")).await.unwrap_err();

@@ -119,3 +119,19 @@ pub fn secrets(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, Stri
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect()
 }
+
+/// Wraps a fresh random 32-byte DEK for volume `v`, which must succeed.
+pub async fn wrap_random(kms: &kms::Kms) -> kms::WrappedKey {
+    let dek = kms::Dek::generate(32).unwrap();
+    kms.wrap(&dek, &kms::VolumeId::new("v").unwrap())
+        .await
+        .unwrap()
+}
+
+/// Wraps a fresh random 32-byte DEK for volume `v`, which must fail; returns the error.
+pub async fn wrap_err(kms: &kms::Kms) -> kms::Error {
+    let dek = kms::Dek::generate(32).unwrap();
+    kms.wrap(&dek, &kms::VolumeId::new("v").unwrap())
+        .await
+        .unwrap_err()
+}
