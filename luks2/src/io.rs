@@ -32,6 +32,11 @@ pub trait Device {
     fn unlock(&self) -> io::Result<()> {
         Ok(())
     }
+    /// The device number if this is a block device, which cryptsetup locks through a file in
+    /// `/run/cryptsetup` rather than on the device itself ([`crate::lock`]); `None` otherwise.
+    fn block_device_number(&self) -> io::Result<Option<u64>> {
+        Ok(None)
+    }
 }
 
 impl Device for File {
@@ -65,6 +70,12 @@ impl Device for File {
     fn unlock(&self) -> io::Result<()> {
         File::unlock(self)
     }
+
+    fn block_device_number(&self) -> io::Result<Option<u64>> {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let m = self.metadata()?;
+        Ok(m.file_type().is_block_device().then(|| m.rdev()))
+    }
 }
 
 impl<D: Device + ?Sized> Device for &mut D {
@@ -85,6 +96,9 @@ impl<D: Device + ?Sized> Device for &mut D {
     }
     fn unlock(&self) -> io::Result<()> {
         (**self).unlock()
+    }
+    fn block_device_number(&self) -> io::Result<Option<u64>> {
+        (**self).block_device_number()
     }
 }
 
@@ -135,8 +149,10 @@ impl ReadAt for &[u8] {
 /// How long [`lock_exclusive`] retries before giving up with [`Error::Busy`].
 pub const LOCK_RETRY_FOR: Duration = Duration::from_secs(2);
 
-/// Takes the device's exclusive writer lock, retrying for up to `budget`; [`Error::Busy`] if
-/// another writer keeps it. Release it with [`Device::unlock`] (or use [`with_exclusive_lock`]).
+/// Takes the device's own exclusive writer lock (`flock` on the device file), retrying for up to
+/// `budget`; [`Error::Busy`] if another writer keeps it. Release it with [`Device::unlock`].
+/// Writers should use [`with_exclusive_lock`], which also takes cryptsetup's lock file for a
+/// block device.
 pub fn lock_exclusive<D: Device + ?Sized>(dev: &D, budget: Duration) -> Result<()> {
     let start = Instant::now();
     loop {
@@ -155,16 +171,26 @@ pub fn lock_exclusive<D: Device + ?Sized>(dev: &D, budget: Duration) -> Result<(
     }
 }
 
-/// Runs `f` while holding the device's exclusive writer lock (taken as by [`lock_exclusive`]
-/// with [`LOCK_RETRY_FOR`]), releasing it afterwards whatever `f` returns.
+/// Runs `f` while holding the device's exclusive writer locks, releasing them afterwards
+/// whatever `f` returns. The locks are cryptsetup's: for a block device its lock file in
+/// `/run/cryptsetup` ([`crate::lock::BlockDeviceLock`]), then, for any device, `flock` on the
+/// device file itself (as by [`lock_exclusive`]); each is retried for [`LOCK_RETRY_FOR`].
 pub fn with_exclusive_lock<D: Device + ?Sized, T>(
     dev: &mut D,
     f: impl FnOnce(&mut D) -> Result<T>,
 ) -> Result<T> {
+    let rdev = dev
+        .block_device_number()
+        .map_err(|e| Error::io("inspecting the device", e))?;
+    let cryptsetup_lock = match rdev {
+        Some(rdev) => Some(crate::lock::BlockDeviceLock::acquire(rdev, LOCK_RETRY_FOR)?),
+        None => None,
+    };
     lock_exclusive(&*dev, LOCK_RETRY_FOR)?;
     let result = f(dev);
     // Nothing useful can be done about a failed unlock; closing the file releases it anyway.
     let _ = dev.unlock();
+    drop(cryptsetup_lock);
     result
 }
 
@@ -392,6 +418,10 @@ impl<D: Device> Device for FaultyDevice<D> {
 
     fn unlock(&self) -> io::Result<()> {
         self.inner.unlock()
+    }
+
+    fn block_device_number(&self) -> io::Result<Option<u64>> {
+        self.inner.block_device_number()
     }
 }
 

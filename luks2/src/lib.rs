@@ -16,6 +16,7 @@ pub mod format;
 pub mod header;
 pub mod io;
 pub mod keyslot;
+pub mod lock;
 pub mod metadata;
 pub mod secret;
 pub mod token;
