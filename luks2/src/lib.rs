@@ -6,6 +6,11 @@
 //! It is sans-IO at its core: parsing works on byte slices, device access goes through a small
 //! read-at/write-at trait. It must never depend on tokio, the network or device-mapper (that is
 //! the `dm` crate's job) and contains no unsafe code.
+//!
+//! Every header write runs under cryptsetup's own writer lock ([`io::with_exclusive_lock`]):
+//! `flock` on an image file, and for a block device `flock` on
+//! `/run/cryptsetup/L_<major>:<minor>` ([`lock`]), so our writers and a concurrent cryptsetup
+//! never interleave.
 #![forbid(unsafe_code)]
 
 pub mod backup;
