@@ -29,9 +29,32 @@ pub struct Header {
     label: String,
     subsystem: String,
     uuid: String,
+    /// The label, subsystem and UUID fields as stored: the bytes before the first NUL (at most
+    /// N-1), zero-padded, as cryptsetup keeps them. The strings above are their (lossy) text;
+    /// these bytes are what is written back, so a field that is not UTF-8 survives a rewrite.
+    raw: RawFields,
     checksum_alg: ChecksumAlg,
     /// The JSON metadata. Modify it, then [`write()`] the header.
     pub metadata: Metadata,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RawFields {
+    label: [u8; binary::LABEL_LEN],
+    subsystem: [u8; binary::LABEL_LEN],
+    uuid: [u8; binary::UUID_LEN],
+}
+
+/// A NUL-padded field as cryptsetup reads it: the bytes before the first NUL, at most N-1 of
+/// them, the rest zeros.
+fn normalized<const N: usize>(field: &[u8; N]) -> [u8; N] {
+    let mut out = [0u8; N];
+    let usable = field.get(..N.saturating_sub(1)).unwrap_or_default();
+    let end = usable.iter().position(|&b| b == 0).unwrap_or(usable.len());
+    if let (Some(dst), Some(src)) = (out.get_mut(..end), usable.get(..end)) {
+        dst.copy_from_slice(src);
+    }
+    out
 }
 
 /// State of one header copy after reading.
@@ -246,6 +269,11 @@ fn load<D: Device + ?Sized>(dev: &D) -> Result<Loaded> {
         label: binary::c_str(&raw.bin.label),
         subsystem: binary::c_str(&raw.bin.subsystem),
         uuid: binary::c_str(&raw.bin.uuid),
+        raw: RawFields {
+            label: normalized(&raw.bin.label),
+            subsystem: normalized(&raw.bin.subsystem),
+            uuid: normalized(&raw.bin.uuid),
+        },
         checksum_alg: raw.bin.checksum_algorithm()?,
         metadata: *metadata,
     };
@@ -300,11 +328,17 @@ impl Header {
                 uuid::Builder::from_random_bytes(bytes).into_uuid()
             }
         };
+        let uuid = uuid.hyphenated().to_string();
         let mut h = Header {
             seqid: 0,
             label: String::new(),
             subsystem: String::new(),
-            uuid: uuid.hyphenated().to_string(),
+            raw: RawFields {
+                label: [0; binary::LABEL_LEN],
+                subsystem: [0; binary::LABEL_LEN],
+                uuid: binary::to_c_field(&uuid, "uuid")?,
+            },
+            uuid,
             checksum_alg: ChecksumAlg::Sha256,
             metadata,
         };
@@ -334,7 +368,7 @@ impl Header {
         &self.subsystem
     }
 
-    /// The UUID text as stored.
+    /// The UUID text as stored (bytes that are not UTF-8 shown as U+FFFD).
     pub fn uuid(&self) -> &str {
         &self.uuid
     }
@@ -356,14 +390,14 @@ impl Header {
 
     /// Sets the label (at most 47 bytes, no NUL).
     pub fn set_label(&mut self, label: &str) -> Result<()> {
-        binary::to_c_field::<{ binary::LABEL_LEN }>(label, "label")?;
+        self.raw.label = binary::to_c_field(label, "label")?;
         self.label = label.to_owned();
         Ok(())
     }
 
     /// Sets the subsystem (at most 47 bytes, no NUL).
     pub fn set_subsystem(&mut self, subsystem: &str) -> Result<()> {
-        binary::to_c_field::<{ binary::LABEL_LEN }>(subsystem, "subsystem")?;
+        self.raw.subsystem = binary::to_c_field(subsystem, "subsystem")?;
         self.subsystem = subsystem.to_owned();
         Ok(())
     }
@@ -378,11 +412,11 @@ impl Header {
             version: 2,
             hdr_size,
             seqid,
-            label: binary::to_c_field(&self.label, "label")?,
+            label: self.raw.label,
             checksum_alg: binary::to_c_field(self.checksum_alg.name(), "checksum_alg")?,
             salt,
-            uuid: binary::to_c_field(&self.uuid, "uuid")?,
-            subsystem: binary::to_c_field(&self.subsystem, "subsystem")?,
+            uuid: self.raw.uuid,
+            subsystem: self.raw.subsystem,
             hdr_offset: if copy == Copy::Primary { 0 } else { hdr_size },
             csum: [0u8; binary::CSUM_LEN],
         })
@@ -441,7 +475,7 @@ pub fn write<D: Device + ?Sized>(dev: &mut D, header: &mut Header) -> Result<()>
 pub fn write_locked<D: Device + ?Sized>(dev: &mut D, header: &mut Header) -> Result<()> {
     let area = prepare(header)?;
     if let Ok(on_disk) = read(&*dev)
-        && on_disk.uuid == header.uuid
+        && on_disk.raw.uuid == header.raw.uuid
         && on_disk.seqid != header.seqid
     {
         return Err(Error::Busy(format!(

@@ -281,3 +281,35 @@ fn primary_version_decides_the_format_before_the_secondary_is_tried() {
         }
     }
 }
+
+/// Found by the `header_area` fuzz target: a UUID field holding bytes that are not UTF-8 reads
+/// fine (as in cryptsetup), but its lossy text no longer fits the field, and repair and updates
+/// failed with "uuid must be at most 39 bytes". The stored bytes are now written back as read.
+#[test]
+fn a_uuid_that_is_not_utf8_survives_repair_and_rewrite() {
+    let (mut dev, mut h) = formatted(16384);
+    let mut raw = [0u8; binary::UUID_LEN];
+    raw[..36].copy_from_slice(b"12ca6554-7332-4bdf-8804-fdd2f31\xff\xff\xff\xffc");
+    h.raw.uuid = raw;
+    h.uuid = binary::c_str(&raw);
+    write(&mut dev, &mut h).unwrap();
+    let back = read(&dev).unwrap();
+    assert_eq!(back.raw.uuid, raw);
+    assert!(back.uuid().len() > 39, "{}", back.uuid());
+    // Break the secondary copy; repair rewrites it from the primary, bytes unchanged.
+    let hdr = usize::try_from(back.hdr_size()).unwrap();
+    dev.as_mut_slice()[hdr + 5000] ^= 1;
+    assert_eq!(
+        repair(&mut dev).unwrap(),
+        RepairOutcome::Rewrote(Copy::Secondary)
+    );
+    let (after, report) = read_with_report(&dev).unwrap();
+    assert!(!report.needs_repair());
+    assert_eq!(after, back);
+    // An ordinary update writes the same UUID bytes back.
+    let mut upd = after.clone();
+    upd.set_label("new").unwrap();
+    write(&mut dev, &mut upd).unwrap();
+    let last = read(&dev).unwrap();
+    assert_eq!((last.raw.uuid, last.label()), (raw, "new"));
+}
