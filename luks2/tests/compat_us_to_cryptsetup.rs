@@ -170,9 +170,9 @@ fn our_images_pass_cryptsetup() {
         assert_eq!(scratch.volume_key(&img, &key, None), vk.as_bytes());
         let h = dev.header();
         assert_eq!(dump_field(&dump, "Epoch"), Some("3"));
-        assert_eq!(dump_field(&dump, "UUID"), Some(h.uuid()));
+        assert_eq!(dump_field(&dump, "UUID"), Some(&*h.uuid()));
         if let Some(u) = &c.opts.uuid {
-            assert_eq!(h.uuid(), u);
+            assert_eq!(&*h.uuid(), u.as_str());
         }
         let label = if c.opts.label.is_empty() {
             "(no label)"

@@ -57,7 +57,7 @@ fn crash_during_update_leaves_old_or_new_for_both_implementations() {
             let ours = header::read(&after)
                 .unwrap_or_else(|e| panic!("step {n} torn={torn}: we cannot read it: {e}"))
                 .label()
-                .to_owned();
+                .into_owned();
             assert!(ours == "old" || ours == "new", "step {n}: {ours}");
             let case = Image::sparse(0);
             std::fs::write(&case.path, after.as_slice()).unwrap();

@@ -223,10 +223,15 @@ impl std::fmt::Debug for BinaryHeader {
 /// The text of a NUL-padded field: bytes up to the first NUL, the last byte always treated as NUL
 /// (cryptsetup forces it), lossily decoded.
 pub fn c_str(field: &[u8]) -> String {
+    c_text(field).into_owned()
+}
+
+/// As [`c_str`], borrowing when the bytes are UTF-8.
+pub fn c_text(field: &[u8]) -> std::borrow::Cow<'_, str> {
     let usable = field.len().saturating_sub(1);
     let bytes = field.get(..usable).unwrap_or_default();
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(bytes.get(..end).unwrap_or_default()).into_owned()
+    String::from_utf8_lossy(bytes.get(..end).unwrap_or_default())
 }
 
 /// Fills a NUL-padded field from text; fails if it does not fit with a terminating NUL.

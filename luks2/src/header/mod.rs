@@ -16,6 +16,8 @@
 
 pub mod binary;
 
+use std::borrow::Cow;
+
 use crate::error::{Error, Result};
 use crate::io::{Device, ReadOnly, with_exclusive_lock};
 use crate::metadata::{HDR_SIZES, Metadata};
@@ -26,23 +28,15 @@ use binary::{BIN_HEADER_LEN, BinaryHeader, ChecksumAlg, Copy, SALT_LEN};
 #[derive(Debug, Clone, PartialEq)]
 pub struct Header {
     seqid: u64,
-    label: String,
-    subsystem: String,
-    uuid: String,
     /// The label, subsystem and UUID fields as stored: the bytes before the first NUL (at most
-    /// N-1), zero-padded, as cryptsetup keeps them. The strings above are their (lossy) text;
-    /// these bytes are what is written back, so a field that is not UTF-8 survives a rewrite.
-    raw: RawFields,
-    checksum_alg: ChecksumAlg,
-    /// The JSON metadata. Modify it, then [`write()`] the header.
-    pub metadata: Metadata,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct RawFields {
+    /// N-1), zero-padded, as cryptsetup keeps them. They are written back as they are, so a
+    /// field that is not UTF-8 survives a rewrite; the accessors give their text.
     label: [u8; binary::LABEL_LEN],
     subsystem: [u8; binary::LABEL_LEN],
     uuid: [u8; binary::UUID_LEN],
+    checksum_alg: ChecksumAlg,
+    /// The JSON metadata. Modify it, then [`write()`] the header.
+    pub metadata: Metadata,
 }
 
 /// A NUL-padded field as cryptsetup reads it: the bytes before the first NUL, at most N-1 of
@@ -266,14 +260,9 @@ fn load<D: Device + ?Sized>(dev: &D) -> Result<Loaded> {
     }
     let header = Header {
         seqid: raw.bin.seqid,
-        label: binary::c_str(&raw.bin.label),
-        subsystem: binary::c_str(&raw.bin.subsystem),
-        uuid: binary::c_str(&raw.bin.uuid),
-        raw: RawFields {
-            label: normalized(&raw.bin.label),
-            subsystem: normalized(&raw.bin.subsystem),
-            uuid: normalized(&raw.bin.uuid),
-        },
+        label: normalized(&raw.bin.label),
+        subsystem: normalized(&raw.bin.subsystem),
+        uuid: normalized(&raw.bin.uuid),
         checksum_alg: raw.bin.checksum_algorithm()?,
         metadata: *metadata,
     };
@@ -328,17 +317,11 @@ impl Header {
                 uuid::Builder::from_random_bytes(bytes).into_uuid()
             }
         };
-        let uuid = uuid.hyphenated().to_string();
         let mut h = Header {
             seqid: 0,
-            label: String::new(),
-            subsystem: String::new(),
-            raw: RawFields {
-                label: [0; binary::LABEL_LEN],
-                subsystem: [0; binary::LABEL_LEN],
-                uuid: binary::to_c_field(&uuid, "uuid")?,
-            },
-            uuid,
+            label: [0; binary::LABEL_LEN],
+            subsystem: [0; binary::LABEL_LEN],
+            uuid: binary::to_c_field(&uuid.hyphenated().to_string(), "uuid")?,
             checksum_alg: ChecksumAlg::Sha256,
             metadata,
         };
@@ -359,18 +342,18 @@ impl Header {
     }
 
     /// The label.
-    pub fn label(&self) -> &str {
-        &self.label
+    pub fn label(&self) -> Cow<'_, str> {
+        binary::c_text(&self.label)
     }
 
     /// The subsystem.
-    pub fn subsystem(&self) -> &str {
-        &self.subsystem
+    pub fn subsystem(&self) -> Cow<'_, str> {
+        binary::c_text(&self.subsystem)
     }
 
     /// The UUID text as stored (bytes that are not UTF-8 shown as U+FFFD).
-    pub fn uuid(&self) -> &str {
-        &self.uuid
+    pub fn uuid(&self) -> Cow<'_, str> {
+        binary::c_text(&self.uuid)
     }
 
     /// The checksum algorithm.
@@ -390,15 +373,13 @@ impl Header {
 
     /// Sets the label (at most 47 bytes, no NUL).
     pub fn set_label(&mut self, label: &str) -> Result<()> {
-        self.raw.label = binary::to_c_field(label, "label")?;
-        self.label = label.to_owned();
+        self.label = binary::to_c_field(label, "label")?;
         Ok(())
     }
 
     /// Sets the subsystem (at most 47 bytes, no NUL).
     pub fn set_subsystem(&mut self, subsystem: &str) -> Result<()> {
-        self.raw.subsystem = binary::to_c_field(subsystem, "subsystem")?;
-        self.subsystem = subsystem.to_owned();
+        self.subsystem = binary::to_c_field(subsystem, "subsystem")?;
         Ok(())
     }
 
@@ -412,11 +393,11 @@ impl Header {
             version: 2,
             hdr_size,
             seqid,
-            label: self.raw.label,
+            label: self.label,
             checksum_alg: binary::to_c_field(self.checksum_alg.name(), "checksum_alg")?,
             salt,
-            uuid: self.raw.uuid,
-            subsystem: self.raw.subsystem,
+            uuid: self.uuid,
+            subsystem: self.subsystem,
             hdr_offset: if copy == Copy::Primary { 0 } else { hdr_size },
             csum: [0u8; binary::CSUM_LEN],
         })
@@ -475,7 +456,7 @@ pub fn write<D: Device + ?Sized>(dev: &mut D, header: &mut Header) -> Result<()>
 pub fn write_locked<D: Device + ?Sized>(dev: &mut D, header: &mut Header) -> Result<()> {
     let area = prepare(header)?;
     if let Ok(on_disk) = read(&*dev)
-        && on_disk.raw.uuid == header.raw.uuid
+        && on_disk.uuid == header.uuid
         && on_disk.seqid != header.seqid
     {
         return Err(Error::Busy(format!(

@@ -62,7 +62,7 @@ fn write_then_read_every_metadata_size() {
         assert_eq!(back, h);
         assert!(!report.needs_repair());
         assert_eq!(back.uuid(), "0f3c3b0e-8d3f-4f0e-9a55-2c4e1d9b7a11");
-        assert_eq!((back.label(), back.subsystem()), ("lbl", "sub"));
+        assert_eq!((&*back.label(), &*back.subsystem()), ("lbl", "sub"));
         let bytes = dev.as_slice();
         assert_eq!(&bytes[0..6], b"LUKS\xba\xbe");
         let off = usize::try_from(hdr_size).unwrap();
@@ -228,7 +228,7 @@ fn crash_at_every_step_leaves_old_or_new() {
             let back =
                 read(&after).unwrap_or_else(|e| panic!("step {n} torn {torn}: unreadable: {e}"));
             assert!(back.label() == "lbl" || back.label() == "after", "step {n}");
-            outcomes.insert(back.label().to_owned());
+            outcomes.insert(back.label().into_owned());
             // The survivor can always be repaired and updated again.
             repair(&mut after).unwrap();
             let mut again = read(&after).unwrap();
@@ -290,11 +290,10 @@ fn a_uuid_that_is_not_utf8_survives_repair_and_rewrite() {
     let (mut dev, mut h) = formatted(16384);
     let mut raw = [0u8; binary::UUID_LEN];
     raw[..36].copy_from_slice(b"12ca6554-7332-4bdf-8804-fdd2f31\xff\xff\xff\xffc");
-    h.raw.uuid = raw;
-    h.uuid = binary::c_str(&raw);
+    h.uuid = raw;
     write(&mut dev, &mut h).unwrap();
     let back = read(&dev).unwrap();
-    assert_eq!(back.raw.uuid, raw);
+    assert_eq!(back.uuid, raw);
     assert!(back.uuid().len() > 39, "{}", back.uuid());
     // Break the secondary copy; repair rewrites it from the primary, bytes unchanged.
     let hdr = usize::try_from(back.hdr_size()).unwrap();
@@ -311,5 +310,5 @@ fn a_uuid_that_is_not_utf8_survives_repair_and_rewrite() {
     upd.set_label("new").unwrap();
     write(&mut dev, &mut upd).unwrap();
     let last = read(&dev).unwrap();
-    assert_eq!((last.raw.uuid, last.label()), (raw, "new"));
+    assert_eq!((last.uuid, &*last.label()), (raw, "new"));
 }

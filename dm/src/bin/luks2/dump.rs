@@ -42,11 +42,11 @@ pub(crate) fn render(h: &Header) -> String {
     let _ = writeln!(o, "Metadata area: \t{} [bytes]", h.hdr_size());
     let _ = writeln!(o, "Keyslots area: \t{} [bytes]", md.config.keyslots_size);
     let _ = writeln!(o, "UUID:          \t{}", h.uuid());
-    let _ = writeln!(o, "Label:         \t{}", or_none(h.label(), "(no label)"));
+    let _ = writeln!(o, "Label:         \t{}", or_none(&h.label(), "(no label)"));
     let _ = writeln!(
         o,
         "Subsystem:     \t{}",
-        or_none(h.subsystem(), "(no subsystem)")
+        or_none(&h.subsystem(), "(no subsystem)")
     );
     let flags = md
         .config
