@@ -407,40 +407,32 @@ async fn openbao_rewrap_cannot_carry_associated_data() {
     let Some((bao, _)) = setup(false) else { return };
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
     let (pt, ad) = (b64(&[7u8; 32]), b64(b"pvc-1"));
-    let (code, v) = bao.api(
-        "POST",
-        &format!("transit/encrypt/{KEY}"),
-        Some(&format!(
-            r#"{{"plaintext":"{pt}","associated_data":"{ad}"}}"#
-        )),
-        ROOT,
+    // One root-token call of a transit operation on KEY with a JSON body.
+    let transit = |op: &str, body: serde_json::Value| {
+        bao.api(
+            "POST",
+            &format!("transit/{op}/{KEY}"),
+            Some(&body.to_string()),
+            ROOT,
+        )
+    };
+    let (code, v) = transit(
+        "encrypt",
+        serde_json::json!({"plaintext": pt, "associated_data": ad}),
     );
     assert_eq!(code, 200, "{v}");
     let ct = v["data"]["ciphertext"].as_str().unwrap().to_owned();
     bao.rotate(KEY);
     // Rewrap ignores an associated_data field (it has no such parameter) and fails to decrypt.
-    let (code, v) = bao.api(
-        "POST",
-        &format!("transit/rewrap/{KEY}"),
-        Some(&format!(
-            r#"{{"ciphertext":"{ct}","associated_data":"{ad}"}}"#
-        )),
-        ROOT,
-    );
+    let with_ad = serde_json::json!({"ciphertext": ct, "associated_data": ad});
+    let (code, v) = transit("rewrap", with_ad.clone());
     assert_eq!(code, 400, "rewrap of an associated-data ciphertext: {v}");
     assert!(
         v.to_string().contains("message authentication failed"),
         "{v}"
     );
     // The same ciphertext still decrypts with its associated data: only rewrap is impossible.
-    let (code, v) = bao.api(
-        "POST",
-        &format!("transit/decrypt/{KEY}"),
-        Some(&format!(
-            r#"{{"ciphertext":"{ct}","associated_data":"{ad}"}}"#
-        )),
-        ROOT,
-    );
+    let (code, v) = transit("decrypt", with_ad);
     assert_eq!(
         (code, v["data"]["plaintext"].as_str()),
         (200, Some(pt.as_str()))
