@@ -590,4 +590,42 @@ mod tests {
         let err = KmsConfig::from_parameters(&p, &s).unwrap_err();
         assert!(err.message().contains("ca.crt"), "{}", err.message());
     }
+
+    /// KMIP needs all three of `ca.crt`, `tls.crt` and `tls.key`; each missing one is named.
+    #[test]
+    fn kmip_missing_secret_keys_are_invalid_config() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["kms".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let p: HashMap<String, String> = [
+            (PARAM_KMS_TYPE, "kmip"),
+            (PARAM_KMS_ENDPOINT, "10.0.0.1:5696"),
+            (PARAM_KMS_KEY_ID, "42"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let full: HashMap<String, String> = [
+            (SECRET_CA, cert.pem()),
+            (SECRET_TLS_CERT, cert.pem()),
+            (SECRET_TLS_KEY, key.serialize_pem()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        assert_eq!(
+            KmsConfig::from_parameters(&p, &full).unwrap().kind(),
+            KmsType::Kmip
+        );
+        for gone in [SECRET_CA, SECRET_TLS_CERT, SECRET_TLS_KEY] {
+            let mut s = full.clone();
+            s.remove(gone);
+            let err = KmsConfig::from_parameters(&p, &s).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{gone}: {err}");
+            assert!(err.message().contains(gone), "{gone}: {err}");
+            assert!(!err.to_string().contains("PRIVATE KEY"), "{err}");
+        }
+    }
 }
