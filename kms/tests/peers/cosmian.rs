@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::kmip_cases::KmipServer;
-use super::{Proc, free_port, require};
+use super::{free_port, require};
 
 /// The version `install-cosmian.sh` builds; the cache path carries it.
 pub const VERSION: &str = "5.28.0";
@@ -73,7 +73,7 @@ pub fn start() -> Option<KmipServer> {
                 std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
             ));
         let mut proc = super::spawn(&mut cmd, log);
-        if wait_for_listen(&mut proc, port, Duration::from_secs(60)) {
+        if proc.wait_listening(port, Duration::from_secs(60)) {
             return Some(KmipServer {
                 proc,
                 port,
@@ -86,20 +86,4 @@ pub fn start() -> Option<KmipServer> {
         proc.kill();
     }
     panic!("Cosmian KMS did not start");
-}
-
-/// Waits for `port` to accept connections; false as soon as the server exits (a refused flag,
-/// a port taken) or after `limit`.
-fn wait_for_listen(proc: &mut Proc, port: u16, limit: Duration) -> bool {
-    let start = std::time::Instant::now();
-    while start.elapsed() < limit {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return true;
-        }
-        if let Ok(Some(_)) = proc.child.try_wait() {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
 }

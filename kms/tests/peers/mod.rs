@@ -36,17 +36,6 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-pub fn wait_for_port(port: u16, limit: Duration) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
 pub fn python_site_file(module: &str, rel: &str) -> Option<PathBuf> {
     let out = Command::new("python3")
         .args([
@@ -79,6 +68,22 @@ pub fn spawn(cmd: &mut Command, log: PathBuf) -> Proc {
 }
 
 impl Proc {
+    /// Waits for the server to accept connections on 127.0.0.1:`port`; false as soon as it
+    /// exits (a refused flag, a port taken) or after `limit`.
+    pub fn wait_listening(&mut self, port: u16, limit: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return true;
+            }
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -91,8 +96,25 @@ impl Proc {
         assert!(st.success() || sig == "-KILL", "kill {sig} failed");
     }
     /// Freezes the server (SIGSTOP to its group): the port stays open, nothing answers.
+    /// kill(2) only queues the signal, so this waits until every thread of the server shows
+    /// as stopped in /proc before it returns.
     pub fn freeze(&self) {
         self.signal_group("-STOP");
+        let tasks = format!("/proc/{}/task", self.pid());
+        let stopped = |t: std::fs::DirEntry| {
+            std::fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
+                stat.rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with(['T', 't']))
+            })
+        };
+        let start = Instant::now();
+        while !std::fs::read_dir(&tasks).unwrap().flatten().all(stopped) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the server did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
     pub fn kill(&mut self) {
         if let Ok(None) = self.child.try_wait() {

@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::kmip_cases::KmipServer;
-use super::{free_port, require, wait_for_port};
+use super::{free_port, require};
 
 pub fn binary() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("PYKMIP_SERVER_BIN") {
@@ -54,8 +54,8 @@ pub fn start_with(expired_server_cert: bool) -> Option<KmipServer> {
             .stderr(Stdio::from(
                 std::fs::File::create(d.join(format!("stderr-{port}"))).unwrap(),
             ));
-        let proc = super::spawn(&mut cmd, log);
-        if wait_for_port(port, Duration::from_secs(30)) {
+        let mut proc = super::spawn(&mut cmd, log);
+        if proc.wait_listening(port, Duration::from_secs(30)) {
             return Some(KmipServer {
                 proc,
                 port,
