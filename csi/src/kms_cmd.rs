@@ -6,6 +6,11 @@
 //! (never to a terminal); `check` prints the round-trip latency; `rewrap` (Transit) reads a
 //! record and prints it re-wrapped under the latest key version. Errors: one line on stderr and
 //! an exit status by class (see [`exit_code`]).
+//!
+//! A record must name the `--type`, `--endpoint`, `--key-id` and `--namespace` given here (else
+//! exit 65, integrity): the record lives in an unauthenticated Secret and never decides where
+//! the credentials go. For recovery only, `unwrap` and `rewrap` accept `--endpoint-from-record`
+//! instead of `--endpoint`, with a warning on stderr.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Read, Write};
@@ -24,8 +29,18 @@ pub(crate) struct Target {
     #[arg(long = "type", value_name = "transit|kmip")]
     kind: String,
     /// Endpoint: http(s)://host:port (transit) or host:port (kmip).
-    #[arg(long, value_name = "E")]
-    endpoint: String,
+    #[arg(
+        long,
+        value_name = "E",
+        required_unless_present = "endpoint_from_record",
+        conflicts_with = "endpoint_from_record"
+    )]
+    endpoint: Option<String>,
+    /// Recovery only (unwrap, rewrap): take the endpoint from the wrapped-key record instead of
+    /// --endpoint. The record is an unauthenticated Secret: whoever can edit it chooses where
+    /// the credentials are sent. Prints a warning.
+    #[arg(long)]
+    endpoint_from_record: bool,
     /// Transit key name or KMIP Unique Identifier of the key encryption key.
     #[arg(long, value_name = "K")]
     key_id: String,
@@ -165,12 +180,44 @@ fn read_secret_dir(dir: &Path) -> Result<HashMap<String, String>, Failure> {
     Ok(map)
 }
 
-fn client(t: &Target) -> Result<Kms, Failure> {
-    Ok(client_and_cert(t)?.0)
+/// `--endpoint`; for commands without a record `--endpoint-from-record` is a usage error.
+fn endpoint(t: &Target, command: &str) -> Result<String, Failure> {
+    match (&t.endpoint, t.endpoint_from_record) {
+        (Some(e), false) => Ok(e.clone()),
+        _ => Err(Failure::Local(format!(
+            "--endpoint-from-record applies to unwrap and rewrap only; {command} needs --endpoint"
+        ))),
+    }
 }
 
-/// The client and, for KMIP, the client certificate's subject and validity.
-fn client_and_cert(t: &Target) -> Result<(Kms, Option<kms::CertInfo>), Failure> {
+/// The endpoint for a command that reads `record`: `--endpoint`, or the record's own with
+/// `--endpoint-from-record`.
+fn endpoint_for_record(t: &Target, record: &WrappedKey) -> String {
+    match &t.endpoint {
+        Some(e) if !t.endpoint_from_record => e.clone(),
+        _ => record.endpoint().to_owned(),
+    }
+}
+
+fn client(t: &Target, endpoint: &str) -> Result<Kms, Failure> {
+    let (kms, _, config) = client_and_cert(t, endpoint)?;
+    if t.endpoint_from_record {
+        eprintln!(
+            "WARNING: --endpoint-from-record: the credentials in {} are sent to {}, the endpoint \
+             named by the wrapped-key record. The record is an unauthenticated Secret: use this \
+             only for recovery, with a record you trust.",
+            t.secret_dir.display(),
+            config.endpoint()
+        );
+    }
+    Ok(kms)
+}
+
+/// The client, for KMIP the client certificate's subject and validity, and the configuration.
+fn client_and_cert(
+    t: &Target,
+    endpoint: &str,
+) -> Result<(Kms, Option<kms::CertInfo>, KmsConfig), Failure> {
     let kind: KmsType = t.kind.parse()?;
     let mut secrets = read_secret_dir(&t.secret_dir)?;
     let request = Duration::from_secs(t.timeout.max(1));
@@ -178,19 +225,17 @@ fn client_and_cert(t: &Target) -> Result<(Kms, Option<kms::CertInfo>), Failure> 
         connect: request.min(Duration::from_secs(5)),
         request,
     };
-    let config = KmsConfig::new(
-        kind,
-        &t.endpoint,
-        &t.key_id,
-        t.namespace.as_deref(),
-        &secrets,
-    );
+    let config = KmsConfig::new(kind, endpoint, &t.key_id, t.namespace.as_deref(), &secrets);
     // The map held the token or private key: wipe it before anything else can fail.
     for v in secrets.values_mut() {
         zeroize::Zeroize::zeroize(v);
     }
     let config = config?.with_timeouts(timeouts);
-    Ok((Kms::new(&config)?, config.client_certificate().cloned()))
+    Ok((
+        Kms::new(&config)?,
+        config.client_certificate().cloned(),
+        config,
+    ))
 }
 
 fn read_stdin(limit: usize, what: &str) -> Result<Zeroizing<Vec<u8>>, Failure> {
@@ -220,7 +265,7 @@ async fn execute(cmd: KmsCommand) -> Result<(), Failure> {
     match cmd {
         KmsCommand::Wrap { target, volume_id } => {
             let volume = VolumeId::new(volume_id)?;
-            let kms = client(&target)?;
+            let kms = client(&target, &endpoint(&target, "wrap")?)?;
             let bytes = read_stdin(Dek::MAX_LEN, "the DEK")?;
             let dek = Dek::from_slice(&bytes)?;
             let record = kms.wrap(&dek, &volume).await?;
@@ -233,14 +278,14 @@ async fn execute(cmd: KmsCommand) -> Result<(), Failure> {
                     "refusing to write key bytes to a terminal: redirect stdout".to_owned(),
                 ));
             }
-            let kms = client(&target)?;
             let text = read_stdin(kms::MAX_RECORD_LEN, "the wrapped-key record")?;
             let record = WrappedKey::from_json(text.trim_ascii())?;
+            let kms = client(&target, &endpoint_for_record(&target, &record))?;
             let dek = kms.unwrap(&record, &volume).await?;
             write_stdout(dek.expose())
         }
         KmsCommand::Check { target } => {
-            let (kms, cert) = client_and_cert(&target)?;
+            let (kms, cert, _) = client_and_cert(&target, &endpoint(&target, "check")?)?;
             let rtt = kms.check().await?;
             let mut out = format!(
                 "ok: wrap+unwrap round trip {:.1} ms\n",
@@ -268,9 +313,9 @@ async fn execute(cmd: KmsCommand) -> Result<(), Failure> {
             write_stdout(out.as_bytes())
         }
         KmsCommand::Rewrap { target } => {
-            let kms = client(&target)?;
             let text = read_stdin(kms::MAX_RECORD_LEN, "the wrapped-key record")?;
             let record = WrappedKey::from_json(text.trim_ascii())?;
+            let kms = client(&target, &endpoint_for_record(&target, &record))?;
             let new = kms.rewrap(&record).await?;
             write_stdout(format!("{}\n", new.to_json()).as_bytes())
         }

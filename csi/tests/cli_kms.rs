@@ -20,7 +20,11 @@ fn run(args: &[&str], stdin: &[u8]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    // A command that fails before reading stdin (usage errors) closes it: not a test failure.
+    match child.stdin.take().unwrap().write_all(stdin) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        other => other.unwrap(),
+    }
     child.wait_with_output().unwrap()
 }
 
@@ -116,6 +120,46 @@ fn wrap_unwrap_check_and_errors_over_https() {
     assert_eq!(o.status.code(), Some(65));
     assert!(stderr_line(&o).contains("integrity"));
     assert!(o.stdout.is_empty());
+
+    // A record naming another endpoint (an edited Secret): integrity, exit 65, nothing sent
+    // there; the message names the field and both values.
+    let elsewhere = format!("https://127.0.0.1:{}", peers::free_port());
+    let edited = record.replace(&bao.url, &elsewhere);
+    assert_ne!(edited, record);
+    let o = call("unwrap", &bao, dir, Some("pvc-42"), edited.as_bytes());
+    assert_eq!(o.status.code(), Some(65));
+    let line = stderr_line(&o);
+    assert!(
+        line.contains("endpoint") && line.contains(&elsewhere) && line.contains(&bao.url),
+        "{line}"
+    );
+    assert!(o.stdout.is_empty());
+
+    // Recovery: --endpoint-from-record instead of --endpoint, with a warning on stderr.
+    let mut args = kms_args("unwrap", &bao, dir, Some("pvc-42"));
+    let at = args.iter().position(|a| a == "--endpoint").unwrap();
+    args.drain(at..at + 2);
+    args.push("--endpoint-from-record".to_owned());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = run(&args, record.as_bytes());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.stdout, dek);
+    let warning = stderr_line(&o);
+    assert!(
+        warning.starts_with("WARNING: --endpoint-from-record") && warning.contains(&bao.url),
+        "{warning}"
+    );
+    // Not with --endpoint as well, and not for commands without a record.
+    let mut both = args.clone();
+    both.extend(["--endpoint", bao.url.as_str()]);
+    assert_eq!(run(&both, record.as_bytes()).status.code(), Some(2));
+    let mut check: Vec<&str> = args.clone();
+    check[1] = "check";
+    check.truncate(check.len() - 3);
+    check.push("--endpoint-from-record");
+    let o = run(&check, b"");
+    assert_eq!(o.status.code(), Some(64), "{:?}", check);
+    assert!(stderr_line(&o).contains("unwrap and rewrap only"));
 
     // Cluster-internal endpoint: invalid configuration, exit 78.
     let o = run(

@@ -3,14 +3,11 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
-use std::str::FromStr;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-use crate::error::{Error, Result};
-use crate::record::WrappedKey;
-use crate::secret::Token;
+use crate::error::{Error, Result, server_text};
+use crate::record::{KmsType, WrappedKey};
+use crate::secret::{SECRET_CA, SECRET_TLS_CERT, SECRET_TLS_KEY, SECRET_TOKEN, Token};
 use crate::tls::{CertInfo, ClientIdentity, TrustAnchors};
 
 /// StorageClass parameter naming the KMS interface (`transit` or `kmip`).
@@ -21,54 +18,6 @@ pub const PARAM_KMS_ENDPOINT: &str = "encryptionKMSEndpoint";
 pub const PARAM_KMS_KEY_ID: &str = "encryptionKMSKeyID";
 /// Optional StorageClass parameter: the OpenBao/Vault namespace (`X-Vault-Namespace`).
 pub const PARAM_KMS_NAMESPACE: &str = "encryptionKMSNamespace";
-
-/// Secret key holding the Transit token.
-pub const SECRET_TOKEN: &str = "token";
-/// Secret key holding the PEM CA certificate(s) that sign the KMS server certificate.
-pub const SECRET_CA: &str = "ca.crt";
-/// Secret key holding the PEM client certificate chain (KMIP).
-pub const SECRET_TLS_CERT: &str = "tls.crt";
-/// Secret key holding the PEM client private key (KMIP).
-pub const SECRET_TLS_KEY: &str = "tls.key";
-
-/// The KMS interface.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum KmsType {
-    /// OpenBao / HashiCorp Vault Transit engine over HTTP(S).
-    Transit,
-    /// OASIS KMIP (1.2 or later) over mutual TLS.
-    Kmip,
-}
-
-impl KmsType {
-    /// The parameter spelling: `transit` or `kmip`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Transit => "transit",
-            Self::Kmip => "kmip",
-        }
-    }
-}
-
-impl fmt::Display for KmsType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for KmsType {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.trim() {
-            "transit" => Ok(Self::Transit),
-            "kmip" => Ok(Self::Kmip),
-            other => Err(Error::config(format!(
-                "{PARAM_KMS_TYPE} {other:?} is not supported: use \"transit\" or \"kmip\""
-            ))),
-        }
-    }
-}
 
 /// Connect and request time limits. The defaults fail fast: kubelet retries with backoff.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -267,13 +216,54 @@ pub(crate) enum Credentials {
     },
 }
 
+/// Where a KMS key lives: what a wrapped-key record must match before any credential is sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct KeyTarget {
+    pub(crate) kind: KmsType,
+    pub(crate) endpoint: Endpoint,
+    pub(crate) key_id: String,
+    pub(crate) namespace: Option<String>,
+}
+
+impl KeyTarget {
+    /// [`KmsConfig::check_record`].
+    pub(crate) fn check_record(&self, record: &WrappedKey) -> Result<()> {
+        let differs = |field: &str, recorded: &str, configured: &str| {
+            Err(Error::integrity(format!(
+                "the wrapped-key record names {field} {:?}, the configuration {:?}: the record \
+                 belongs to another KMS or key (or was edited); refusing to send credentials \
+                 to a place the record names",
+                server_text(recorded),
+                configured
+            )))
+        };
+        if record.kms_type() != self.kind {
+            return differs("kmsType", record.kms_type().as_str(), self.kind.as_str());
+        }
+        let configured = self.endpoint.to_string();
+        let same_endpoint = Endpoint::parse(self.kind, record.endpoint())
+            .is_ok_and(|e| e.to_string().eq_ignore_ascii_case(&configured));
+        if !same_endpoint {
+            return differs("endpoint", record.endpoint(), &configured);
+        }
+        if record.key_id() != self.key_id {
+            return differs("keyId", record.key_id(), &self.key_id);
+        }
+        if record.namespace() != self.namespace.as_deref() {
+            return differs(
+                "namespace",
+                record.namespace().unwrap_or("(none)"),
+                self.namespace.as_deref().unwrap_or("(none)"),
+            );
+        }
+        Ok(())
+    }
+}
+
 /// A complete, validated KMS configuration.
 #[derive(Clone)]
 pub struct KmsConfig {
-    kind: KmsType,
-    endpoint: Endpoint,
-    key_id: String,
-    namespace: Option<String>,
+    pub(crate) target: KeyTarget,
     pub(crate) credentials: Credentials,
     timeouts: Timeouts,
 }
@@ -281,10 +271,10 @@ pub struct KmsConfig {
 impl fmt::Debug for KmsConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KmsConfig")
-            .field("kind", &self.kind)
-            .field("endpoint", &self.endpoint.to_string())
-            .field("key_id", &self.key_id)
-            .field("namespace", &self.namespace)
+            .field("kind", &self.target.kind)
+            .field("endpoint", &self.target.endpoint.to_string())
+            .field("key_id", &self.target.key_id)
+            .field("namespace", &self.target.namespace)
             .field("timeouts", &self.timeouts)
             .finish_non_exhaustive()
     }
@@ -305,7 +295,9 @@ impl KmsConfig {
                 .filter(|v| !v.is_empty())
                 .ok_or_else(|| Error::config(format!("StorageClass parameter {k} is missing")))
         };
-        let kind: KmsType = get(PARAM_KMS_TYPE)?.parse()?;
+        let kind: KmsType = get(PARAM_KMS_TYPE)?
+            .parse()
+            .map_err(|e: Error| Error::config(format!("{PARAM_KMS_TYPE}: {}", e.message())))?;
         let namespace = params.get(PARAM_KMS_NAMESPACE).map(|s| s.as_str());
         Self::new(
             kind,
@@ -392,26 +384,25 @@ impl KmsConfig {
             }
         };
         Ok(Self {
-            kind,
-            endpoint,
-            key_id: key_id.to_owned(),
-            namespace,
+            target: KeyTarget {
+                kind,
+                endpoint,
+                key_id: key_id.to_owned(),
+                namespace,
+            },
             credentials,
             timeouts: Timeouts::default(),
         })
     }
 
-    /// The configuration to unwrap `record` with: its own KMS type, endpoint, key id and
-    /// namespace (fixed when the volume was created), with the current credentials. Use this,
-    /// not the StorageClass parameters, for existing volumes.
-    pub fn for_record(record: &WrappedKey, secrets: &HashMap<String, String>) -> Result<Self> {
-        Self::new(
-            record.kms_type(),
-            record.endpoint(),
-            record.key_id(),
-            record.namespace(),
-            secrets,
-        )
+    /// Checks that `record` was made with this configuration's KMS type, endpoint, key id and
+    /// namespace; [`crate::ErrorKind::Integrity`] naming the first field that differs and both
+    /// values otherwise. No network I/O. The record lives in an unauthenticated Secret: whoever
+    /// can edit it must not be able to send this configuration's credentials anywhere, so a
+    /// mismatch is an error, never a redirect. [`crate::Kms::unwrap`] and
+    /// [`crate::Kms::rewrap`] run the same check before any request.
+    pub fn check_record(&self, record: &WrappedKey) -> Result<()> {
+        self.target.check_record(record)
     }
 
     /// Replaces the default time limits.
@@ -422,19 +413,19 @@ impl KmsConfig {
 
     /// The KMS interface.
     pub fn kind(&self) -> KmsType {
-        self.kind
+        self.target.kind
     }
     /// The validated endpoint.
     pub fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
+        &self.target.endpoint
     }
     /// Transit key name or KMIP Unique Identifier.
     pub fn key_id(&self) -> &str {
-        &self.key_id
+        &self.target.key_id
     }
     /// The OpenBao/Vault namespace, if any.
     pub fn namespace(&self) -> Option<&str> {
-        self.namespace.as_deref()
+        self.target.namespace.as_deref()
     }
     /// The time limits.
     pub fn timeouts(&self) -> Timeouts {

@@ -17,19 +17,19 @@ mod error;
 pub mod kmip;
 mod record;
 mod secret;
+mod timestamp;
 mod tls;
 pub mod transit;
 
 use std::time::{Duration, Instant};
 
 pub use config::{
-    Endpoint, HostPort, KmsConfig, KmsType, PARAM_KMS_ENDPOINT, PARAM_KMS_KEY_ID,
-    PARAM_KMS_NAMESPACE, PARAM_KMS_TYPE, SECRET_CA, SECRET_TLS_CERT, SECRET_TLS_KEY, SECRET_TOKEN,
-    Timeouts,
+    Endpoint, HostPort, KmsConfig, PARAM_KMS_ENDPOINT, PARAM_KMS_KEY_ID, PARAM_KMS_NAMESPACE,
+    PARAM_KMS_TYPE, Timeouts,
 };
 pub use error::{Error, ErrorKind, Result};
-pub use record::{MAX_RECORD_LEN, RECORD_VERSION, WrapMode, WrappedKey};
-pub use secret::{Dek, Token, VolumeId};
+pub use record::{KmsType, MAX_RECORD_LEN, RECORD_VERSION, WrapMode, WrappedKey};
+pub use secret::{Dek, SECRET_CA, SECRET_TLS_CERT, SECRET_TLS_KEY, SECRET_TOKEN, Token, VolumeId};
 pub use tls::CertInfo;
 
 /// A configured KMS client of either kind. Build one per StorageClass/credentials pair and
@@ -59,7 +59,9 @@ impl Kms {
         }
     }
 
-    /// Unwraps `key`, which must belong to `volume` (else [`ErrorKind::Integrity`]).
+    /// Unwraps `key`, which must belong to `volume` and name this client's KMS type, endpoint,
+    /// key id and namespace ([`KmsConfig::check_record`], checked before any request; else
+    /// [`ErrorKind::Integrity`]).
     pub async fn unwrap(&self, key: &WrappedKey, volume: &VolumeId) -> Result<Dek> {
         match self {
             Self::Transit(c) => c.unwrap(key, volume).await,
@@ -68,7 +70,8 @@ impl Kms {
     }
 
     /// Moves a wrapped key to the KEK's latest version without exposing the DEK (Transit only;
-    /// KMIP has no such operation: [`ErrorKind::InvalidConfig`]).
+    /// KMIP has no such operation: [`ErrorKind::InvalidConfig`]). The record is checked as in
+    /// [`Kms::unwrap`] first.
     pub async fn rewrap(&self, key: &WrappedKey) -> Result<WrappedKey> {
         match self {
             Self::Transit(c) => c.rewrap(key).await,

@@ -22,13 +22,54 @@
 //! "keyId":"pvc-kek","keyVersion":2,"mode":"transit-framed","ciphertext":"vault:v2:…",
 //! "volumeId":"pvc-1234","createdAt":"2026-11-29T04:00:00Z"}`
 
+use std::fmt;
+use std::str::FromStr;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 
-use crate::config::KmsType;
 use crate::error::{Error, Result};
 use crate::secret::VolumeId;
+
+/// The KMS interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KmsType {
+    /// OpenBao / HashiCorp Vault Transit engine over HTTP(S).
+    Transit,
+    /// OASIS KMIP (1.2 or later) over mutual TLS.
+    Kmip,
+}
+
+impl KmsType {
+    /// The parameter spelling: `transit` or `kmip`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Transit => "transit",
+            Self::Kmip => "kmip",
+        }
+    }
+}
+
+impl fmt::Display for KmsType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for KmsType {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim() {
+            "transit" => Ok(Self::Transit),
+            "kmip" => Ok(Self::Kmip),
+            other => Err(Error::config(format!(
+                "KMS type {other:?} is not supported: use \"transit\" or \"kmip\""
+            ))),
+        }
+    }
+}
 
 /// The current record format version.
 pub const RECORD_VERSION: u32 = 1;
@@ -284,7 +325,7 @@ pub(crate) fn transit_ciphertext_version(c: &str) -> Option<u64> {
 }
 
 pub(crate) fn now_rfc3339() -> String {
-    crate::tls::rfc3339(time::OffsetDateTime::now_utc())
+    crate::timestamp::rfc3339(time::OffsetDateTime::now_utc())
 }
 
 #[cfg(test)]

@@ -7,6 +7,15 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 
+/// Key of the credentials Secret holding the Transit token.
+pub const SECRET_TOKEN: &str = "token";
+/// Key of the credentials Secret holding the PEM CA certificate(s) that sign the KMS server certificate.
+pub const SECRET_CA: &str = "ca.crt";
+/// Key of the credentials Secret holding the PEM client certificate chain (KMIP).
+pub const SECRET_TLS_CERT: &str = "tls.crt";
+/// Key of the credentials Secret holding the PEM client private key (KMIP).
+pub const SECRET_TLS_KEY: &str = "tls.key";
+
 /// A data encryption key: the per-volume random key that LUKS2 keyslots protect.
 ///
 /// Not `Clone`, not `Debug`-printable (only its length is shown), zeroized on drop.

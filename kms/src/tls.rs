@@ -9,22 +9,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::{ClientConfig, RootCertStore};
 use time::OffsetDateTime;
 
-use crate::config::{SECRET_TLS_CERT, SECRET_TLS_KEY};
 use crate::error::{Error, ErrorKind, Result};
-
-/// Formats a time as RFC 3339 UTC with second precision.
-pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
-}
+use crate::secret::{SECRET_TLS_CERT, SECRET_TLS_KEY};
+use crate::timestamp::rfc3339;
 
 fn unix_rfc3339(t: UnixTime) -> String {
     i64::try_from(t.as_secs())

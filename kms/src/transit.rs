@@ -13,9 +13,9 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use serde::Deserialize;
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::config::{Credentials, Endpoint, KmsConfig, KmsType};
+use crate::config::{Credentials, Endpoint, KeyTarget, KmsConfig};
 use crate::error::{Error, ErrorKind, Result, server_text};
-use crate::record::{WrapMode, WrappedKey, now_rfc3339, transit_ciphertext_version};
+use crate::record::{KmsType, WrapMode, WrappedKey, now_rfc3339, transit_ciphertext_version};
 use crate::secret::{Dek, Token, VolumeId, frame, unframe};
 use crate::tls::{classify_tls, find_rustls_error, transit_config};
 
@@ -182,7 +182,8 @@ pub struct TransitClient {
     http: reqwest::Client,
     endpoint: String,
     key: String,
-    namespace: Option<String>,
+    /// Kind, endpoint, key and namespace: what a record must name.
+    target: Box<KeyTarget>,
     token: Token,
     headers: HeaderMap,
     request_timeout: Duration,
@@ -237,7 +238,7 @@ impl TransitClient {
             http,
             endpoint: config.endpoint().to_string(),
             key: config.key_id().to_owned(),
-            namespace: config.namespace().map(str::to_owned),
+            target: Box::new(config.target.clone()),
             token: token.clone(),
             headers,
             request_timeout: t.request,
@@ -462,7 +463,7 @@ impl TransitClient {
             kms_type: KmsType::Transit,
             endpoint: self.endpoint.clone(),
             key_id: self.key.clone(),
-            namespace: self.namespace.clone(),
+            namespace: self.target.namespace.clone(),
             key_version: Some(key_version),
             mode,
             kmip_version: None,
@@ -522,33 +523,15 @@ impl TransitClient {
         })
     }
 
+    /// The record must name this client's KMS, endpoint, key and namespace
+    /// ([`KmsConfig::check_record`]) and belong to `volume`; checked before any request.
     fn check_record(&self, key: &WrappedKey, volume: &VolumeId) -> Result<()> {
-        if key.kms_type != KmsType::Transit {
-            return Err(Error::config(format!(
-                "the wrapped key was made by {}, not transit",
-                key.kms_type
-            )));
-        }
+        self.target.check_record(key)?;
         if key.volume_id != *volume {
             return Err(Error::integrity(format!(
                 "the wrapped key belongs to volume {}, not to {volume}",
                 key.volume_id
             )));
-        }
-        if key.key_id != self.key {
-            return Err(Error::config(format!(
-                "the wrapped key was made with transit key {:?}, the configuration names {:?}",
-                key.key_id, self.key
-            )));
-        }
-        if key.namespace != self.namespace {
-            return Err(Error::config(format!(
-                "the wrapped key was made in namespace {:?}, the configuration names {:?}",
-                key.namespace, self.namespace
-            )));
-        }
-        if key.endpoint != self.endpoint {
-            tracing::warn!(recorded = %key.endpoint, configured = %self.endpoint, "wrapped key was made at another endpoint");
         }
         Ok(())
     }

@@ -341,16 +341,16 @@ async fn namespace_header_is_sent() {
     let w = kms.wrap(&dek, &vol("v")).await.unwrap();
     assert_eq!(w.namespace(), Some("team-a"));
     assert!(kms.unwrap(&w, &vol("v")).await.unwrap().ct_eq(&dek));
-    // The record alone says where to unwrap (as the csi layer does for existing volumes).
+    // Through the JSON record, as the csi layer stores it.
     let w = WrappedKey::from_json(w.to_json().as_bytes()).unwrap();
-    let from_record =
-        Kms::new(&KmsConfig::for_record(&w, &secrets(&[("token", ROOT)])).unwrap()).unwrap();
-    assert!(from_record.unwrap(&w, &vol("v")).await.unwrap().ct_eq(&dek));
+    cfg.check_record(&w).unwrap();
+    assert!(kms.unwrap(&w, &vol("v")).await.unwrap().ct_eq(&dek));
     // A client for another namespace refuses the record before asking the server.
     let root_ns = client(&bao, "ns-kek", ROOT);
     let err = root_ns.unwrap(&w, &vol("v")).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
-    // Without the namespace the key is not there.
+    assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
+    assert!(err.message().contains("namespace"), "{err}");
+    // Without the namespace (record edited to match the client) the key is not there.
     let json = w.to_json().replace("\"namespace\":\"team-a\",", "");
     let no_ns = WrappedKey::from_json(json.as_bytes()).unwrap();
     let err = root_ns.unwrap(&no_ns, &vol("v")).await.unwrap_err();

@@ -21,9 +21,9 @@ use tokio_rustls::client::TlsStream;
 use zeroize::Zeroizing;
 
 use self::ttlv::{Item, Value};
-use crate::config::{Credentials, Endpoint, KmsConfig, KmsType, Timeouts};
+use crate::config::{Credentials, Endpoint, KeyTarget, KmsConfig, Timeouts};
 use crate::error::{Error, Result, server_text};
-use crate::record::{WrapMode, WrappedKey, now_rfc3339};
+use crate::record::{KmsType, WrapMode, WrappedKey, now_rfc3339};
 use crate::secret::{Dek, VolumeId, frame, unframe};
 use crate::tls::{CertInfo, classify_tls, find_rustls_error, kmip_config};
 
@@ -81,6 +81,7 @@ pub struct KmipClient {
     server_name: ServerName<'static>,
     connector: TlsConnector,
     key_id: String,
+    target: KeyTarget,
     cert: CertInfo,
     timeouts: Timeouts,
     max_version: ProtocolVersion,
@@ -219,6 +220,7 @@ impl KmipClient {
             server_name,
             connector: TlsConnector::from(Arc::new(tls)),
             key_id: config.key_id().to_owned(),
+            target: config.target.clone(),
             cert: identity.info().clone(),
             timeouts: config.timeouts(),
             max_version: (1, 4),
@@ -513,23 +515,14 @@ impl KmipClient {
     }
 
     /// Unwraps a record made by [`KmipClient::wrap`].
+    /// The record must name this client's endpoint and key ([`KmsConfig::check_record`]) and
+    /// belong to `volume`; both are checked before any request.
     pub async fn unwrap(&self, key: &WrappedKey, volume: &VolumeId) -> Result<Dek> {
-        if key.kms_type != KmsType::Kmip {
-            return Err(Error::config(format!(
-                "the wrapped key was made by {}, not kmip",
-                key.kms_type
-            )));
-        }
+        self.target.check_record(key)?;
         if key.volume_id != *volume {
             return Err(Error::integrity(format!(
                 "the wrapped key belongs to volume {}, not to {volume}",
                 key.volume_id
-            )));
-        }
-        if key.key_id != self.key_id {
-            return Err(Error::config(format!(
-                "the wrapped key was made with KMIP key {:?}, the configuration names {:?}",
-                key.key_id, self.key_id
             )));
         }
         let version = key
