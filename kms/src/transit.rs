@@ -9,7 +9,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 use zeroize::{Zeroize, Zeroizing};
 
@@ -17,6 +17,9 @@ use crate::config::{Credentials, Endpoint, KeyTarget, KmsConfig};
 use crate::error::{Error, ErrorKind, Result, server_text};
 use crate::record::{KmsType, WrapMode, WrappedKey, now_rfc3339, transit_ciphertext_version};
 use crate::secret::{Dek, Token, VolumeId, frame, unframe};
+
+const VAULT_TOKEN: HeaderName = HeaderName::from_static("x-vault-token");
+const VAULT_NAMESPACE: HeaderName = HeaderName::from_static("x-vault-namespace");
 use crate::tls::{classify_tls, find_rustls_error, transit_config};
 
 /// Largest response body read from the server.
@@ -97,6 +100,12 @@ pub fn parse_response(op: Operation, status: u16, body: &[u8]) -> Result<Respons
                 Error::not_found(format!("no such transit key ({text})"))
             } else if op == Operation::Encrypt {
                 Error::config(format!("the server rejected the encrypt request: {text}"))
+            } else if says("disallowed by policy") || says("too old") {
+                // The key's policy, not the ciphertext: min_decryption_version is above the KEK
+                // version that wrapped this key. Not tampering: rewrap records before raising it.
+                Error::denied(format!(
+                    "the transit key's policy refuses this key version (min_decryption_version is above the version that wrapped it; lower it, or rewrap records before raising it): {text}"
+                ))
             } else {
                 Error::integrity(format!(
                     "the server cannot decrypt the wrapped key (tampered, wrong volume or wrong key): {text}"
@@ -184,7 +193,8 @@ pub struct TransitClient {
     key: String,
     /// Kind, endpoint, key and namespace: what a record must name.
     target: Box<KeyTarget>,
-    token: Token,
+    /// Token (sensitive, built once, wiped when the last request holding it is gone), optional
+    /// namespace, content type: shared by every request, never copied per request.
     headers: HeaderMap,
     request_timeout: Duration,
 }
@@ -196,6 +206,35 @@ impl std::fmt::Debug for TransitClient {
             .field("key", &self.key)
             .finish_non_exhaustive()
     }
+}
+
+/// The `X-Vault-Token` value: built once per client from a zeroizing buffer (wiped when the
+/// last clone of the header is dropped) and marked sensitive (hyper and `Debug` hide it).
+fn token_header(token: &Token) -> Result<HeaderValue> {
+    let owned = Zeroizing::new(token.expose().as_bytes().to_vec());
+    let mut v = HeaderValue::from_maybe_shared(Bytes::from_owner(owned))
+        .map_err(|_| Error::config("the token is not a valid header value"))?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+/// Logs once per endpoint (per process) that Transit over plain http sends the token and the
+/// keys in clear; returns whether it logged.
+fn warn_plain_http_once(endpoint: &str) -> bool {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static WARNED: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    let first = WARNED
+        .get_or_init(Default::default)
+        .lock()
+        .map_or(true, |mut set| set.insert(endpoint.to_owned()));
+    if first {
+        tracing::warn!(
+            endpoint,
+            "transit over plain http: the token and every data key travel in clear; use https:// with ca.crt"
+        );
+    }
+    first
 }
 
 #[derive(serde::Serialize)]
@@ -217,8 +256,14 @@ impl TransitClient {
             return Err(Error::config("not a transit configuration"));
         };
         let t = config.timeouts();
+        if let Endpoint::Http { tls: false, .. } = config.endpoint() {
+            warn_plain_http_once(&config.endpoint().to_string());
+        }
         // Always hand reqwest our rustls config (ring provider): it has no provider of its own.
+        // Never through a proxy: HTTP_PROXY/HTTPS_PROXY/ALL_PROXY are ignored, so neither the
+        // token nor a key ever passes a third party (or, over http, travels to one in clear).
         let builder = reqwest::Client::builder()
+            .no_proxy()
             .connect_timeout(t.connect)
             .timeout(t.request)
             .pool_idle_timeout(Duration::from_secs(60))
@@ -229,20 +274,26 @@ impl TransitClient {
             .build()
             .map_err(|e| Error::config(format!("HTTP client setup: {e}")))?;
         let mut headers = HeaderMap::new();
+        headers.insert(VAULT_TOKEN, token_header(token)?);
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(ns) = config.namespace() {
             let v = HeaderValue::from_str(ns)
                 .map_err(|_| Error::config("namespace is not a valid header value"))?;
-            headers.insert("X-Vault-Namespace", v);
+            headers.insert(VAULT_NAMESPACE, v);
         }
         Ok(Self {
             http,
             endpoint: config.endpoint().to_string(),
             key: config.key_id().to_owned(),
             target: Box::new(config.target.clone()),
-            token: token.clone(),
             headers,
             request_timeout: t.request,
         })
+    }
+
+    /// The headers of every request: shared values, the token not copied.
+    fn request_headers(&self) -> HeaderMap {
+        self.headers.clone()
     }
 
     fn url(&self, path: &str) -> String {
@@ -254,37 +305,60 @@ impl TransitClient {
         path: &str,
         body: Option<Zeroizing<Vec<u8>>>,
     ) -> Result<(u16, Zeroizing<Vec<u8>>)> {
-        let mut token = HeaderValue::from_str(self.token.expose())
-            .map_err(|_| Error::config("the token is not a valid header value"))?;
-        token.set_sensitive(true);
+        let resp = self.send_request(path, body).await?;
+        let status = resp.status().as_u16();
+        Ok((status, self.read_body(resp).await?))
+    }
+
+    /// Sends a request and returns the answer's head; the body is read by [`Self::read_body`].
+    async fn send_request(
+        &self,
+        path: &str,
+        body: Option<Zeroizing<Vec<u8>>>,
+    ) -> Result<reqwest::Response> {
         let req = match body {
             Some(b) => self.http.post(self.url(path)).body(Bytes::from_owner(b)),
             None => self.http.get(self.url(path)),
         };
-        let resp = req
-            .headers(self.headers.clone())
-            .header("X-Vault-Token", token)
-            .header("Content-Type", "application/json")
+        req.headers(self.request_headers())
             .send()
             .await
-            .map_err(|e| self.classify_send_error(&e))?;
-        let status = resp.status().as_u16();
-        if resp.content_length().is_some_and(|l| l > MAX_BODY as u64) {
-            return Err(Error::unavailable(format!(
-                "{}: response body too large",
+            .map_err(|e| self.classify_send_error(&e))
+    }
+
+    /// Reads a response body into a zeroizing buffer, at most [`MAX_BODY`] bytes.
+    async fn read_body(&self, mut resp: reqwest::Response) -> Result<Zeroizing<Vec<u8>>> {
+        let too_large = || {
+            Error::unavailable(format!(
+                "{}: response body larger than {MAX_BODY} bytes",
                 self.endpoint
-            )));
+            ))
+        };
+        if resp.content_length().is_some_and(|l| l > MAX_BODY as u64) {
+            return Err(too_large());
         }
-        let bytes = resp
-            .bytes()
+        // Read chunk by chunk and stop at the cap: a chunked (or lying) answer is never read
+        // whole first. The buffer is allocated once at the cap, so it never reallocates and
+        // leaves no unwiped copy of a plaintext behind.
+        let mut out = Zeroizing::new(Vec::with_capacity(MAX_BODY));
+        while let Some(chunk) = resp
+            .chunk()
             .await
-            .map_err(|e| self.classify_send_error(&e))?;
-        // Copy into a zeroizing buffer, then wipe the HTTP stack's buffer where we own it.
-        let out = Zeroizing::new(bytes.to_vec());
-        if let Ok(mut m) = bytes.try_into_mut() {
-            m.zeroize();
+            .map_err(|e| self.classify_send_error(&e))?
+        {
+            let fits = out.len().saturating_add(chunk.len()) <= MAX_BODY;
+            if fits {
+                out.extend_from_slice(&chunk);
+            }
+            // Wipe the HTTP stack's buffer where we own it.
+            if let Ok(mut m) = chunk.try_into_mut() {
+                m.zeroize();
+            }
+            if !fits {
+                return Err(too_large());
+            }
         }
-        Ok((status, out))
+        Ok(out)
     }
 
     fn classify_send_error(&self, e: &reqwest::Error) -> Error {
@@ -325,9 +399,11 @@ impl TransitClient {
             .map_err(|e| Error::config(format!("request encoding: {e}")))?;
         let mut retried = false;
         loop {
-            let (status, resp) = match self.send(&path, Some(Zeroizing::new(buf.to_vec()))).await {
+            let body = Some(Zeroizing::new(buf.to_vec()));
+            let resp = match self.send_request(&path, body).await {
                 // A pooled connection the server closed (restart, idle timeout): once more on a
-                // fresh one. Timeouts are not retried: the time budget is spent.
+                // fresh one. Timeouts are not retried: the time budget is spent; nor is anything
+                // after the answer's head arrived (a body too large, cut or malformed).
                 Err(e)
                     if !retried
                         && e.kind() == ErrorKind::Unavailable
@@ -339,13 +415,15 @@ impl TransitClient {
                 }
                 other => other?,
             };
+            let status = resp.status().as_u16();
             if matches!(status, 429 | 500 | 502 | 504) && !retried {
                 retried = true;
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 continue;
             }
+            let resp = self.read_body(resp).await?;
             return match parse_response(op, status, &resp) {
-                Err(e) if e.kind() == ErrorKind::Denied => Err(self.explain_denied(op, e).await),
+                Err(e) if matches!(status, 401 | 403) => Err(self.explain_denied(op, e).await),
                 Err(e) => Err(Error::new(
                     e.kind(),
                     format!(
@@ -571,6 +649,26 @@ mod tests {
             Integrity
         );
         assert_eq!(e(400, r#"{"errors":["bad"]}"#, Encrypt), InvalidConfig);
+        // A min_decryption_version rejection is the key's policy, not tampering (OpenBao 2.7's
+        // text for decrypt and rewrap).
+        for op in [Decrypt, Rewrap] {
+            assert_eq!(
+                e(
+                    400,
+                    r#"{"errors":["invalid ciphertext: ciphertext or signature version is disallowed by policy (too old)"]}"#,
+                    op
+                ),
+                Denied
+            );
+        }
+        assert_eq!(
+            e(
+                400,
+                r#"{"errors":["invalid ciphertext: no prefix"]}"#,
+                Decrypt
+            ),
+            Integrity
+        );
         assert_eq!(
             e(403, r#"{"errors":["permission denied"]}"#, Encrypt),
             Denied
@@ -593,6 +691,42 @@ mod tests {
             Unavailable
         );
         assert_eq!(e(200, &" ".repeat(MAX_BODY + 1), Decrypt), Unavailable);
+    }
+
+    fn client(endpoint: &str) -> TransitClient {
+        let secrets = [("token".to_owned(), "s.header-token".to_owned())].into();
+        let cfg = KmsConfig::new(KmsType::Transit, endpoint, "k", Some("ns"), &secrets).unwrap();
+        TransitClient::new(&cfg).unwrap()
+    }
+
+    /// The token header is built once and shared by every request (no per-request copy of the
+    /// token), marked sensitive.
+    #[test]
+    fn token_header_is_built_once_and_sensitive() {
+        let c = client("https://10.0.0.1:8200");
+        let (a, b) = (c.request_headers(), c.request_headers());
+        let (ta, tb) = (&a[VAULT_TOKEN], &b[VAULT_TOKEN]);
+        assert!(ta.is_sensitive());
+        assert_eq!(ta.as_bytes(), b"s.header-token");
+        assert_eq!(
+            ta.as_bytes().as_ptr(),
+            tb.as_bytes().as_ptr(),
+            "token copied"
+        );
+        assert_eq!(a[VAULT_NAMESPACE], "ns");
+        assert!(!format!("{a:?}").contains("header-token"));
+    }
+
+    #[test]
+    fn plain_http_warns_once_per_endpoint() {
+        assert!(warn_plain_http_once("http://192.0.2.7:8200"));
+        assert!(!warn_plain_http_once("http://192.0.2.7:8200"));
+        assert!(warn_plain_http_once("http://192.0.2.8:8200"));
+        // Building clients goes through it: an http endpoint is warned about once.
+        let _ = client("http://192.0.2.9:8200");
+        assert!(!warn_plain_http_once("http://192.0.2.9:8200"));
+        let _ = client("https://192.0.2.10:8200");
+        assert!(warn_plain_http_once("https://192.0.2.10:8200"));
     }
 
     #[test]

@@ -448,3 +448,31 @@ async fn openbao_rewrap_cannot_carry_associated_data() {
     let err = kms.unwrap(&moved, &vol("pvc-2")).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
 }
+
+/// Raising the key's `min_decryption_version` above the version that wrapped a record is the
+/// key's policy refusing it, not tampering: Denied, with the reason named (issue 9, item 16;
+/// was Integrity). Tampering stays Integrity (`tampered_ciphertext_is_integrity`).
+#[tokio::test]
+async fn min_decryption_version_rejection_is_denied_not_integrity() {
+    let Some((bao, token)) = setup(false) else {
+        return;
+    };
+    let kms = client(&bao, KEY, &token);
+    let old = wrap_random(&kms).await;
+    bao.rotate(KEY);
+    let (code, v) = bao.api(
+        "POST",
+        &format!("transit/keys/{KEY}/config"),
+        Some(r#"{"min_decryption_version":2}"#),
+        ROOT,
+    );
+    assert!((200..300).contains(&code), "{v}");
+    let err = kms.unwrap(&old, &vol("v")).await.unwrap_err();
+    eprintln!("record older than min_decryption_version: {err}");
+    assert_eq!(err.kind(), ErrorKind::Denied, "{err}");
+    assert!(err.message().contains("min_decryption_version"), "{err}");
+    // A record of the allowed version still unwraps.
+    let dek = Dek::generate(32).unwrap();
+    let new = kms.wrap(&dek, &vol("v")).await.unwrap();
+    assert!(kms.unwrap(&new, &vol("v")).await.unwrap().ct_eq(&dek));
+}
