@@ -4,10 +4,13 @@
 use std::fmt;
 use std::sync::Arc;
 
+use rustls::client::ResolvesClientCert;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore};
 use time::OffsetDateTime;
+use zeroize::Zeroize as _;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::secret::{SECRET_TLS_CERT, SECRET_TLS_KEY};
@@ -109,11 +112,30 @@ impl fmt::Display for CertInfo {
     }
 }
 
-/// The client certificate chain and private key (`tls.crt`, `tls.key`).
+/// A PEM-decoded private key, wiped when dropped (rustls' `PrivateKeyDer` is `Zeroize` but
+/// does not wipe itself).
+struct KeyDer(PrivateKeyDer<'static>);
+
+impl KeyDer {
+    fn wipe(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl Drop for KeyDer {
+    fn drop(&mut self) {
+        self.wipe();
+    }
+}
+
+impl zeroize::ZeroizeOnDrop for KeyDer {}
+
+/// The client certificate chain and private key (`tls.crt`, `tls.key`), loaded once into
+/// rustls' signing key: the DER is parsed from a borrowed, self-wiping buffer, and neither it
+/// nor a clone of it is kept. Clones share the one loaded key.
 #[derive(Clone)]
 pub(crate) struct ClientIdentity {
-    chain: Vec<CertificateDer<'static>>,
-    key: Arc<PrivateKeyDer<'static>>,
+    certified: Arc<CertifiedKey>,
     info: CertInfo,
 }
 
@@ -133,20 +155,55 @@ impl ClientIdentity {
         })?;
         let info = CertInfo::parse(first)?;
         // The parse error of a key never includes key material (only its kind).
-        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| {
+        let key = KeyDer(PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| {
             Error::config(format!(
                 "secret key {SECRET_TLS_KEY:?} is not a PEM private key (PKCS#8, SEC1 or PKCS#1)"
             ))
+        })?);
+        let signing = rustls::crypto::ring::sign::any_supported_type(&key.0).map_err(|e| {
+            Error::config(format!(
+                "secret key {SECRET_TLS_KEY:?} is not a usable private key: {e}"
+            ))
         })?;
+        drop(key);
+        let certified = CertifiedKey::new(chain, signing);
+        // As rustls' own with_client_auth_cert: refuse a key that does not match the
+        // certificate, accept one whose match cannot be determined.
+        match certified.keys_match() {
+            Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
+            Err(e) => {
+                return Err(Error::config(format!(
+                    "{SECRET_TLS_CERT:?} and {SECRET_TLS_KEY:?} do not form a usable client identity: {e}"
+                )));
+            }
+        }
         Ok(Self {
-            chain,
-            key: Arc::new(key),
+            certified: Arc::new(certified),
             info,
         })
     }
 
     pub(crate) fn info(&self) -> &CertInfo {
         &self.info
+    }
+}
+
+/// Presents the one client identity whatever the server asks (as rustls'
+/// `with_client_auth_cert` does), without handing rustls a copy of the key.
+#[derive(Debug)]
+struct FixedClientCert(Arc<CertifiedKey>);
+
+impl ResolvesClientCert for FixedClientCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(&self.0))
+    }
+
+    fn has_certs(&self) -> bool {
+        true
     }
 }
 
@@ -166,14 +223,9 @@ pub(crate) fn transit_config(ca: Option<&TrustAnchors>) -> Result<ClientConfig> 
 
 /// Mutual TLS for KMIP.
 pub(crate) fn kmip_config(ca: &TrustAnchors, id: &ClientIdentity) -> Result<ClientConfig> {
-    builder()?
+    Ok(builder()?
         .with_root_certificates(ca.0.clone())
-        .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
-        .map_err(|e| {
-            Error::config(format!(
-                "{SECRET_TLS_CERT:?} and {SECRET_TLS_KEY:?} do not form a usable client identity: {e}"
-            ))
-        })
+        .with_client_cert_resolver(Arc::new(FixedClientCert(Arc::clone(&id.certified)))))
 }
 
 /// Finds a rustls error anywhere in an error's source chain (also inside `io::Error`s, whose
@@ -260,5 +312,49 @@ pub(crate) fn classify_tls(
             other => Error::unavailable(format!("TLS with {endpoint} failed: alert {other:?}")),
         },
         other => Error::unavailable(format!("TLS with {endpoint} failed: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (rcgen::Certificate, rcgen::KeyPair) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["client".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        (cert, key)
+    }
+
+    /// The decoded private key wipes itself; the identity keeps only rustls' loaded key.
+    #[test]
+    fn private_key_der_is_wiped() {
+        fn zeroize_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        zeroize_on_drop::<KeyDer>();
+        let (_, key) = pair();
+        let mut der =
+            KeyDer(PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap());
+        assert!(!der.0.secret_der().is_empty());
+        der.wipe();
+        assert!(der.0.secret_der().iter().all(|b| *b == 0));
+    }
+
+    #[test]
+    fn identity_loads_once_and_refuses_a_foreign_key() {
+        let (cert, key) = pair();
+        let id = ClientIdentity::from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes())
+            .unwrap();
+        let ca = TrustAnchors::from_pem("ca.crt", cert.pem().as_bytes()).unwrap();
+        kmip_config(&ca, &id).unwrap();
+        kmip_config(&ca, &id.clone()).unwrap();
+        let (_, other) = pair();
+        let err = ClientIdentity::from_pem(cert.pem().as_bytes(), other.serialize_pem().as_bytes())
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+        assert!(err.message().contains("usable client identity"), "{err}");
+        assert!(!err.to_string().contains("PRIVATE KEY"), "{err}");
     }
 }
