@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::backup;
-use crate::crypto::bench::PbkdfOptions;
+use crate::crypto::calibrate::PbkdfOptions;
 use crate::error::Result;
 use crate::format::{self, FormatOptions};
 use crate::header::{self, Header, ReadReport, RepairOutcome};

@@ -12,7 +12,7 @@
 
 use std::path::Path;
 
-use crate::crypto::bench::PbkdfOptions;
+use crate::crypto::calibrate::PbkdfOptions;
 use crate::crypto::cipher::KeyslotCipher;
 use crate::error::{Error, Result};
 use crate::header::{self, Header, NewHeaderParams};

@@ -7,7 +7,7 @@
 use zeroize::Zeroizing;
 
 use crate::crypto::af;
-use crate::crypto::bench::{self, PbkdfOptions};
+use crate::crypto::calibrate::{self, PbkdfOptions};
 use crate::crypto::cipher::{KEYSLOT_SECTOR_SIZE, KeyslotCipher};
 use crate::crypto::digest::{self, DIGEST_SALT_LEN};
 use crate::crypto::hash::HashAlgorithm;
@@ -303,7 +303,7 @@ fn prepare(
     priority: Option<Priority>,
 ) -> Result<Prepared> {
     let (cipher, area_key_len) = keyslot_cipher_for(md, vk.len());
-    let kdf = bench::keyslot_kdf(pbkdf, area_key_len)?;
+    let kdf = calibrate::keyslot_kdf(pbkdf, area_key_len)?;
     let mut salt = [0u8; KEYSLOT_SALT_LEN];
     random(&mut salt, "generating a keyslot salt")?;
     let af_hash = pbkdf.digest_hash();
@@ -575,7 +575,7 @@ pub(crate) fn new_digest(
     hash: HashAlgorithm,
     forced: bool,
 ) -> Result<metadata::Pbkdf2Digest> {
-    let iterations = bench::digest_iterations(hash, vk.len(), forced)?;
+    let iterations = calibrate::digest_iterations(hash, vk.len(), forced)?;
     let mut salt = [0u8; DIGEST_SALT_LEN];
     random(&mut salt, "generating a digest salt")?;
     let value = digest::compute_digest(hash, iterations, &salt, vk.as_bytes())?;
