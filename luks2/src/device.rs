@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use crate::backup;
-use crate::crypto::bench::PbkdfOptions;
+use crate::crypto::calibrate::PbkdfOptions;
+use crate::crypto::kdf::KdfLimits;
 use crate::error::Result;
 use crate::format::{self, FormatOptions};
 use crate::header::{self, Header, ReadReport, RepairOutcome};
@@ -15,23 +16,48 @@ use crate::secret::{Passphrase, VolumeKey};
 use crate::token;
 
 /// A device with a valid LUKS2 header.
+///
+/// Every unlock through it (including those inside `add_key`, `change_key` and `remove_key`)
+/// honours its [`KdfLimits`]: [`KdfLimits::UNLOCK`] (cryptsetup's) unless set with
+/// [`Luks2Device::with_kdf_limits`]; the CSI driver sets [`KdfLimits::driver`].
 #[derive(Debug)]
 pub struct Luks2Device<D: Device> {
     dev: D,
     header: Header,
+    kdf_limits: KdfLimits,
 }
 
 impl<D: Device> Luks2Device<D> {
+    fn new(dev: D, header: Header) -> Self {
+        Luks2Device {
+            dev,
+            header,
+            kdf_limits: KdfLimits::UNLOCK,
+        }
+    }
+
+    /// Bounds the KDF costs (and the number of keyslots tried) of every later unlock by
+    /// `limits`, checked before any KDF runs.
+    pub fn with_kdf_limits(mut self, limits: KdfLimits) -> Self {
+        self.kdf_limits = limits;
+        self
+    }
+
+    /// The KDF limits unlocks honour.
+    pub fn kdf_limits(&self) -> &KdfLimits {
+        &self.kdf_limits
+    }
+
     /// Reads and validates the header of `dev`.
     pub fn open(dev: D) -> Result<Self> {
         let header = header::read(&dev)?;
-        Ok(Luks2Device { dev, header })
+        Ok(Luks2Device::new(dev, header))
     }
 
     /// Reads the header and reports the state of both copies.
     pub fn open_with_report(dev: D) -> Result<(Self, ReadReport)> {
         let (header, report) = header::read_with_report(&dev)?;
-        Ok((Luks2Device { dev, header }, report))
+        Ok((Luks2Device::new(dev, header), report))
     }
 
     /// Formats `dev` (see [`format::format`]) and returns it opened, with the keyslot used.
@@ -41,7 +67,7 @@ impl<D: Device> Luks2Device<D> {
         opts: &FormatOptions,
     ) -> Result<(Self, KeyslotId)> {
         let (header, id) = format::format(&mut dev, passphrase.as_bytes(), opts)?;
-        Ok((Luks2Device { dev, header }, id))
+        Ok((Luks2Device::new(dev, header), id))
     }
 
     /// The header as last read or written.
@@ -66,17 +92,18 @@ impl<D: Device> Luks2Device<D> {
     }
 
     /// Unlocks the volume key with `passphrase`: from keyslot `slot`, or from any keyslot in
-    /// priority order (see [`keyslot::unlock`]).
+    /// priority order (see [`keyslot::unlock_with_limits`]), under this device's KDF limits.
     pub fn unlock(
         &self,
         passphrase: &Passphrase,
         slot: Option<KeyslotId>,
     ) -> Result<(KeyslotId, VolumeKey)> {
-        keyslot::unlock(
+        keyslot::unlock_with_limits(
             &self.dev,
             &self.header.metadata,
             passphrase.as_bytes(),
             slot,
+            &self.kdf_limits,
         )
     }
 

@@ -9,10 +9,15 @@
 //! first keyslot's area written, then the header (which already references the keyslot) — so a
 //! crash leaves either no LUKS2 header or a complete one. The header is then rewritten twice so
 //! that `seqid` ends at 3 as after `cryptsetup luksFormat`.
+//!
+//! Without [`FormatOptions::force`], a device on which [`detect_signature`] finds a known
+//! signature (LUKS, a filesystem, swap, a partition table, LVM2, mdraid, ...) is refused. The
+//! driver's "format if blank" path asks the stricter [`probe_blank`] first (no signature *and*
+//! zeros in the first and last MiB); both live in [`crate::signature`].
 
 use std::path::Path;
 
-use crate::crypto::bench::PbkdfOptions;
+use crate::crypto::calibrate::PbkdfOptions;
 use crate::crypto::cipher::KeyslotCipher;
 use crate::error::{Error, Result};
 use crate::header::{self, Header, NewHeaderParams};
@@ -23,6 +28,10 @@ use crate::metadata::{
     SegmentId, SegmentKind, SegmentSize,
 };
 use crate::secret::VolumeKey;
+
+pub use crate::signature::{
+    BLANK_PROBE_LEN, Blankness, DataFound, MdVersion, Signature, detect_signature, probe_blank,
+};
 
 /// cryptsetup's `LUKS2_DEFAULT_HDR_SIZE`: header copies plus keyslots area by default (16 MiB).
 pub const DEFAULT_HEADER_AREA: u64 = 16 * 1024 * 1024;
@@ -128,86 +137,6 @@ pub fn optimal_sector_size(path: &Path) -> u32 {
     } else {
         physical
     }
-}
-
-/// A known on-disk signature found on a device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signature {
-    /// A LUKS (1 or 2) header, primary or secondary.
-    Luks,
-    /// ext2/3/4.
-    Ext,
-    /// XFS.
-    Xfs,
-    /// btrfs.
-    Btrfs,
-    /// Linux swap.
-    Swap,
-}
-
-impl Signature {
-    /// A human name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Signature::Luks => "LUKS",
-            Signature::Ext => "ext2/ext3/ext4",
-            Signature::Xfs => "xfs",
-            Signature::Btrfs => "btrfs",
-            Signature::Swap => "swap",
-        }
-    }
-}
-
-fn read_at<D: Device + ?Sized>(
-    dev: &D,
-    offset: u64,
-    len: usize,
-    size: u64,
-) -> Result<Option<Vec<u8>>> {
-    if offset.saturating_add(len as u64) > size {
-        return Ok(None);
-    }
-    let mut buf = vec![0u8; len];
-    dev.read_exact_at(offset, &mut buf)
-        .map_err(|e| Error::io("probing for signatures", e))?;
-    Ok(Some(buf))
-}
-
-/// Looks for a LUKS header (primary at 0, secondary at any of the nine header sizes) or an ext,
-/// XFS, btrfs or swap signature. All zeros or random data find nothing.
-pub fn detect_signature<D: Device + ?Sized>(dev: &D) -> Result<Option<Signature>> {
-    let size = dev
-        .size()
-        .map_err(|e| Error::io("reading the device size", e))?;
-    let is = |off: u64, magic: &[u8]| -> Result<bool> {
-        Ok(read_at(dev, off, magic.len(), size)?.is_some_and(|b| b == magic))
-    };
-    if is(0, b"LUKS\xba\xbe")? {
-        return Ok(Some(Signature::Luks));
-    }
-    for off in HDR_SIZES {
-        if is(off, b"SKUL\xba\xbe")? {
-            return Ok(Some(Signature::Luks));
-        }
-    }
-    // ext2/3/4: superblock at 1024, s_magic (le16 0xEF53) at offset 56.
-    if is(1024 + 56, &[0x53, 0xef])? {
-        return Ok(Some(Signature::Ext));
-    }
-    if is(0, b"XFSB")? {
-        return Ok(Some(Signature::Xfs));
-    }
-    // btrfs: superblock at 64 KiB, magic at offset 64.
-    if is(65536 + 64, b"_BHRfS_M")? {
-        return Ok(Some(Signature::Btrfs));
-    }
-    // swap: magic in the last 10 bytes of the first page (4 KiB pages; also 8/16/64 KiB).
-    for page in [4096u64, 8192, 16384, 65536] {
-        if is(page - 10, b"SWAPSPACE2")? || is(page - 10, b"SWAP-SPACE")? {
-            return Ok(Some(Signature::Swap));
-        }
-    }
-    Ok(None)
 }
 
 /// Header geometry chosen for a format.

@@ -7,7 +7,7 @@
 use zeroize::Zeroizing;
 
 use crate::crypto::af;
-use crate::crypto::bench::{self, PbkdfOptions};
+use crate::crypto::calibrate::{self, PbkdfOptions};
 use crate::crypto::cipher::{KEYSLOT_SECTOR_SIZE, KeyslotCipher};
 use crate::crypto::digest::{self, DIGEST_SALT_LEN};
 use crate::crypto::hash::HashAlgorithm;
@@ -45,8 +45,9 @@ fn active(md: &Metadata, id: KeyslotId) -> Result<&Keyslot> {
     md.keyslots.get(&id).ok_or_else(|| not_active(id))
 }
 
-/// The typed KDF and salt of a stored keyslot, with costs bounded as cryptsetup bounds them.
-fn keyslot_kdf(ks: &Luks2Keyslot) -> Result<(ckdf::Kdf, Vec<u8>)> {
+/// The typed KDF and salt of a stored keyslot, with costs bounded as cryptsetup bounds them and
+/// then by the caller's `limits`.
+fn keyslot_kdf(ks: &Luks2Keyslot, limits: &KdfLimits) -> Result<(ckdf::Kdf, Vec<u8>)> {
     let params = ks.kdf_params()?;
     let (kdf, salt) = match params {
         KdfParams::Pbkdf2 {
@@ -82,7 +83,7 @@ fn keyslot_kdf(ks: &Luks2Keyslot) -> Result<(ckdf::Kdf, Vec<u8>)> {
             format!("{} bytes, expected 32", salt.len()),
         ));
     }
-    kdf.check(&KdfLimits::UNLOCK)?;
+    kdf.check(limits)?;
     Ok((kdf, salt))
 }
 
@@ -118,6 +119,15 @@ fn material_len(key_size: usize, stripes: u32) -> Result<usize> {
 
 /// Verifies `vk` against digest `id` (constant time). `Ok(false)` for a wrong key.
 pub fn verify_digest(md: &Metadata, id: DigestId, vk: &[u8]) -> Result<bool> {
+    verify_digest_with_limits(md, id, vk, &KdfLimits::UNLOCK)
+}
+
+/// The digest's parameters, its iteration count checked against `limits`.
+fn digest_params(
+    md: &Metadata,
+    id: DigestId,
+    limits: &KdfLimits,
+) -> Result<(HashAlgorithm, u32, Vec<u8>, Vec<u8>)> {
     let d = md
         .digests
         .get(&id)
@@ -137,8 +147,20 @@ pub fn verify_digest(md: &Metadata, id: DigestId, vk: &[u8]) -> Result<bool> {
                 format!("{} out of range", p.iterations),
             )
         })?;
+    limits.check_digest_iterations(iterations)?;
     let salt = p.salt.decode("digests.salt")?;
     let expected = p.digest.decode("digests.digest")?;
+    Ok((hash, iterations, salt, expected))
+}
+
+/// [`verify_digest`] with the digest's iteration count bounded by `limits`.
+pub fn verify_digest_with_limits(
+    md: &Metadata,
+    id: DigestId,
+    vk: &[u8],
+    limits: &KdfLimits,
+) -> Result<bool> {
+    let (hash, iterations, salt, expected) = digest_params(md, id, limits)?;
     digest::verify_digest(hash, iterations, &salt, &expected, vk)
 }
 
@@ -146,12 +168,26 @@ pub fn verify_digest(md: &Metadata, id: DigestId, vk: &[u8]) -> Result<bool> {
 ///
 /// Cheap checks (keyslot type, cipher, hashes, digest, sizes, KDF cost bounds) all happen before
 /// the KDF runs. A wrong passphrase is [`Error::BadPassphrase`]. A keyslot with the null cipher
-/// never opens with a non-empty passphrase (CVE-2025-59054).
+/// never opens with a non-empty passphrase (CVE-2025-59054). Costs are bounded by
+/// [`KdfLimits::UNLOCK`] (cryptsetup's); see [`open_keyslot_with_limits`].
 pub fn open_keyslot<D: Device + ?Sized>(
     dev: &D,
     md: &Metadata,
     id: KeyslotId,
     passphrase: &[u8],
+) -> Result<VolumeKey> {
+    open_keyslot_with_limits(dev, md, id, passphrase, &KdfLimits::UNLOCK)
+}
+
+/// [`open_keyslot`] with the keyslot's KDF costs and the digest's iteration count checked against
+/// the caller's `limits` before any KDF runs (over a limit: [`Error::Unsupported`], or
+/// [`Error::OutOfMemory`] for Argon2 memory).
+pub fn open_keyslot_with_limits<D: Device + ?Sized>(
+    dev: &D,
+    md: &Metadata,
+    id: KeyslotId,
+    passphrase: &[u8],
+    limits: &KdfLimits,
 ) -> Result<VolumeKey> {
     let ks = active(md, id)?;
     let ks = ks.as_luks2().ok_or_else(|| {
@@ -181,7 +217,8 @@ pub fn open_keyslot<D: Device + ?Sized>(
     let (digest_id, _) = md
         .digest_of_keyslot(id)
         .ok_or_else(|| Error::header("digests", format!("keyslot {id} has no digest")))?;
-    let (kdf, salt) = keyslot_kdf(ks)?;
+    let (kdf, salt) = keyslot_kdf(ks, limits)?;
+    digest_params(md, digest_id, limits)?;
 
     let mut material = Zeroizing::new(vec![0u8; len]);
     dev.read_exact_at(ks.area.offset, &mut material)
@@ -189,7 +226,7 @@ pub fn open_keyslot<D: Device + ?Sized>(
     let area_key = kdf.derive(passphrase, &salt, area_key_len)?;
     cipher.decrypt(&area_key, &mut material)?;
     let key = af::merge(&material, key_size, stripes, af_hash)?;
-    if verify_digest(md, digest_id, &key)? {
+    if verify_digest_with_limits(md, digest_id, &key, limits)? {
         Ok(VolumeKey::from_zeroizing(key))
     } else {
         Err(Error::BadPassphrase)
@@ -212,36 +249,60 @@ fn is_bound(md: &Metadata, id: KeyslotId) -> bool {
 /// Keyslots that cannot be opened here (an unsupported cipher or KDF) are skipped like a wrong
 /// passphrase; any other failure (I/O, out of memory) stops the search, as in cryptsetup. With no
 /// candidate keyslot at all the error is [`Error::Slot`] ("no usable keyslot"), as cryptsetup's
-/// exit code 1, not a bad passphrase.
+/// exit code 1, not a bad passphrase. Costs are bounded by [`KdfLimits::UNLOCK`]; see
+/// [`unlock_with_limits`].
 pub fn unlock<D: Device + ?Sized>(
     dev: &D,
     md: &Metadata,
     passphrase: &[u8],
     slot: Option<KeyslotId>,
 ) -> Result<(KeyslotId, VolumeKey)> {
+    unlock_with_limits(dev, md, passphrase, slot, &KdfLimits::UNLOCK)
+}
+
+/// [`unlock`] under the caller's `limits`: a header offering more candidate keyslots than
+/// `limits.max_keyslots_tried` is refused before any KDF runs, and each keyslot's costs are
+/// checked before its KDF runs (one over the limits is skipped like an unsupported keyslot, and
+/// named in the error if nothing opens).
+pub fn unlock_with_limits<D: Device + ?Sized>(
+    dev: &D,
+    md: &Metadata,
+    passphrase: &[u8],
+    slot: Option<KeyslotId>,
+    limits: &KdfLimits,
+) -> Result<(KeyslotId, VolumeKey)> {
     if let Some(id) = slot {
-        return open_keyslot(dev, md, id, passphrase).map(|vk| (id, vk));
+        return open_keyslot_with_limits(dev, md, id, passphrase, limits).map(|vk| (id, vk));
     }
-    let mut unsupported = None;
-    let mut tried = false;
+    let mut candidates = Vec::new();
     for prio in [Priority::Prefer, Priority::Normal] {
         for (&id, ks) in &md.keyslots {
             let Keyslot::Luks2(k) = ks else { continue };
-            if k.effective_priority() != prio || !is_bound(md, id) {
-                continue;
-            }
-            tried = true;
-            match open_keyslot(dev, md, id, passphrase) {
-                Ok(vk) => return Ok((id, vk)),
-                Err(Error::BadPassphrase) => {}
-                Err(e @ Error::Unsupported(_)) => unsupported = Some(e),
-                Err(e) => return Err(e),
+            if k.effective_priority() == prio && is_bound(md, id) {
+                candidates.push(id);
             }
         }
     }
-    if !tried {
+    if candidates.len() > usize::try_from(limits.max_keyslots_tried).unwrap_or(usize::MAX) {
+        return Err(Error::Unsupported(format!(
+            "the header offers {} keyslots to try, more than the limit of {} ({})",
+            candidates.len(),
+            limits.max_keyslots_tried,
+            limits.refusal
+        )));
+    }
+    if candidates.is_empty() {
         // cryptsetup: "No usable keyslot is available." (exit code 1, not 2).
         return Err(Error::Slot("no usable keyslot is available".into()));
+    }
+    let mut unsupported = None;
+    for id in candidates {
+        match open_keyslot_with_limits(dev, md, id, passphrase, limits) {
+            Ok(vk) => return Ok((id, vk)),
+            Err(Error::BadPassphrase) => {}
+            Err(e @ Error::Unsupported(_)) => unsupported = Some(e),
+            Err(e) => return Err(e),
+        }
     }
     match unsupported {
         // Nothing opened and some keyslot could not even be tried: say so rather than blame the
@@ -303,7 +364,7 @@ fn prepare(
     priority: Option<Priority>,
 ) -> Result<Prepared> {
     let (cipher, area_key_len) = keyslot_cipher_for(md, vk.len());
-    let kdf = bench::keyslot_kdf(pbkdf, area_key_len)?;
+    let kdf = calibrate::keyslot_kdf(pbkdf, area_key_len)?;
     let mut salt = [0u8; KEYSLOT_SALT_LEN];
     random(&mut salt, "generating a keyslot salt")?;
     let af_hash = pbkdf.digest_hash();
@@ -575,7 +636,7 @@ pub(crate) fn new_digest(
     hash: HashAlgorithm,
     forced: bool,
 ) -> Result<metadata::Pbkdf2Digest> {
-    let iterations = bench::digest_iterations(hash, vk.len(), forced)?;
+    let iterations = calibrate::digest_iterations(hash, vk.len(), forced)?;
     let mut salt = [0u8; DIGEST_SALT_LEN];
     random(&mut salt, "generating a digest salt")?;
     let value = digest::compute_digest(hash, iterations, &salt, vk.as_bytes())?;

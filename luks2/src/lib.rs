@@ -24,6 +24,7 @@ pub mod keyslot;
 pub mod lock;
 pub mod metadata;
 pub mod secret;
+pub mod signature;
 pub mod token;
 
 pub use device::Luks2Device;

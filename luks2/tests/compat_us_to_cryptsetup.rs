@@ -8,7 +8,7 @@ mod common;
 
 use common::{Scratch, cryptsetup, open_rw, passphrase, run_cases};
 use luks2::crypto::HashAlgorithm;
-use luks2::crypto::bench::PbkdfOptions;
+use luks2::crypto::calibrate::PbkdfOptions;
 use luks2::crypto::kdf::{Argon2Variant, KdfKind};
 use luks2::format::FormatOptions;
 use luks2::keyslot::NewKeyslot;

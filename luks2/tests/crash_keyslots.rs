@@ -6,7 +6,7 @@
 
 mod common;
 
-use luks2::crypto::bench::PbkdfOptions;
+use luks2::crypto::calibrate::PbkdfOptions;
 use luks2::crypto::kdf::{Argon2Variant, KdfKind};
 use luks2::format::FormatOptions;
 use luks2::io::{FaultyDevice, MemDevice};

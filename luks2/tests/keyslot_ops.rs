@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
 use luks2::crypto::HashAlgorithm;
-use luks2::crypto::bench::PbkdfOptions;
+use luks2::crypto::calibrate::PbkdfOptions;
 use luks2::crypto::kdf::{Argon2Variant, KdfKind};
 use luks2::format::FormatOptions;
 use luks2::io::MemDevice;

@@ -15,6 +15,7 @@ use zeroize::{Zeroize, Zeroizing};
 use super::hash::HashAlgorithm;
 use super::sys::MemInfo;
 use crate::error::{Error, Result};
+use crate::metadata::KEYSLOTS_MAX;
 
 /// Largest derived key we ever produce (keyslot area keys are at most 64 bytes in practice;
 /// cryptsetup caps volume keys at 512 bytes).
@@ -88,46 +89,109 @@ pub enum Kdf {
 }
 
 /// Cost bounds for a KDF. Checked before anything is allocated or computed.
+///
+/// Three presets: [`KdfLimits::NEW_KEYSLOT`] (what cryptsetup accepts for a new keyslot),
+/// [`KdfLimits::UNLOCK`] (what cryptsetup opens: the `luks2` command's default) and
+/// [`KdfLimits::driver`] (the CSI driver's: only its own kind of keyslot, PBKDF2 at a small
+/// cost). A caller may build its own from any of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KdfLimits {
     /// Minimum PBKDF2 iterations.
     pub pbkdf2_min_iterations: u32,
+    /// Maximum PBKDF2 iterations, for keyslots and for the volume key digest alike.
+    pub pbkdf2_max_iterations: u32,
+    /// Whether Argon2 keyslots may run at all.
+    pub argon2_allowed: bool,
     /// Minimum Argon2 time cost.
     pub argon2_min_time: u32,
+    /// Maximum Argon2 time cost.
+    pub argon2_max_time: u32,
     /// Minimum Argon2 memory in KiB (and never below 8 KiB per lane, Argon2's own bound).
     pub argon2_min_memory_kib: u32,
     /// Maximum Argon2 memory in KiB.
     pub argon2_max_memory_kib: u32,
     /// Maximum Argon2 lanes.
     pub argon2_max_lanes: u32,
+    /// How many keyslots an "any keyslot" unlock may try; a header offering more candidates is
+    /// refused before any KDF runs.
+    pub max_keyslots_tried: u32,
+    /// Said after a refusal by these limits (e.g. "not a volume made by this driver").
+    pub refusal: &'static str,
 }
 
 impl KdfLimits {
     /// cryptsetup's limit on Argon2 memory: 4 GiB (`crypt_pbkdf_get_limits`).
     pub const ARGON2_MAX_MEMORY_KIB: u32 = 4 * 1024 * 1024;
 
+    /// The most PBKDF2 iterations [`KdfLimits::driver`] allows: ten times what the driver
+    /// writes (cryptsetup's minimum, 1000), a few milliseconds of CPU.
+    pub const DRIVER_MAX_PBKDF2_ITERATIONS: u32 = 10_000;
+
     /// Bounds for creating a keyslot, as cryptsetup's `crypt_pbkdf_get_limits` and
     /// `verify_pbkdf_params`: PBKDF2 >= 1000 iterations; Argon2 time >= 4, memory 32 KiB..4 GiB,
     /// 1..=4 lanes.
     pub const NEW_KEYSLOT: KdfLimits = KdfLimits {
         pbkdf2_min_iterations: 1000,
+        pbkdf2_max_iterations: u32::MAX,
+        argon2_allowed: true,
         argon2_min_time: 4,
+        argon2_max_time: u32::MAX,
         argon2_min_memory_kib: 32,
         argon2_max_memory_kib: Self::ARGON2_MAX_MEMORY_KIB,
         argon2_max_lanes: 4,
+        max_keyslots_tried: KEYSLOTS_MAX,
+        refusal: "outside the limits for a new keyslot",
     };
 
     /// Bounds for opening an existing keyslot: whatever cryptsetup's KDF backends accept
     /// (PBKDF2 >= 1 iteration; Argon2 time >= 1, at least 8 KiB per lane, up to Argon2's 2^24-1
-    /// lanes), with memory still capped at cryptsetup's 4 GiB so a hostile header cannot make us
-    /// allocate more.
+    /// lanes; every keyslot may be tried), with memory still capped at cryptsetup's 4 GiB so a
+    /// hostile header cannot make us allocate more. The `luks2` command's default: as generous
+    /// as cryptsetup, so a hostile header can still cost it CPU time (like cryptsetup).
     pub const UNLOCK: KdfLimits = KdfLimits {
         pbkdf2_min_iterations: 1,
+        pbkdf2_max_iterations: u32::MAX,
+        argon2_allowed: true,
         argon2_min_time: 1,
+        argon2_max_time: u32::MAX,
         argon2_min_memory_kib: 8,
         argon2_max_memory_kib: Self::ARGON2_MAX_MEMORY_KIB,
         argon2_max_lanes: 0x00FF_FFFF,
+        max_keyslots_tried: KEYSLOTS_MAX,
+        refusal: "outside the accepted KDF costs",
     };
+
+    /// The CSI driver's limits. Its volumes have one or two PBKDF2 keyslots at cryptsetup's
+    /// minimum cost (1000 iterations; the digest likewise): anything costlier than
+    /// [`KdfLimits::DRIVER_MAX_PBKDF2_ITERATIONS`], any Argon2 keyslot and any header offering
+    /// more than four candidate keyslots is refused as "not a volume made by this driver", before
+    /// any KDF runs. A crafted header thus costs the node plugin milliseconds, never minutes or
+    /// gigabytes.
+    pub const fn driver() -> KdfLimits {
+        KdfLimits {
+            pbkdf2_min_iterations: 1,
+            pbkdf2_max_iterations: Self::DRIVER_MAX_PBKDF2_ITERATIONS,
+            argon2_allowed: false,
+            argon2_min_time: 1,
+            argon2_max_time: 0,
+            argon2_min_memory_kib: 8,
+            argon2_max_memory_kib: 0,
+            argon2_max_lanes: 0,
+            max_keyslots_tried: 4,
+            refusal: "not a volume made by this driver",
+        }
+    }
+
+    /// Checks the iteration count of a PBKDF2 volume key digest.
+    pub fn check_digest_iterations(&self, iterations: u32) -> Result<()> {
+        if iterations > self.pbkdf2_max_iterations {
+            return Err(Error::Unsupported(format!(
+                "digest PBKDF2 iteration count {iterations} exceeds the limit of {} ({})",
+                self.pbkdf2_max_iterations, self.refusal
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Kdf {
@@ -154,13 +218,32 @@ impl Kdf {
                         limits.pbkdf2_min_iterations
                     )));
                 }
+                if iterations > limits.pbkdf2_max_iterations {
+                    return Err(Error::Unsupported(format!(
+                        "PBKDF2 iteration count {iterations} exceeds the limit of {} ({})",
+                        limits.pbkdf2_max_iterations, limits.refusal
+                    )));
+                }
             }
             Kdf::Argon2 {
+                variant,
                 time,
                 memory_kib,
                 lanes,
-                ..
             } => {
+                if !limits.argon2_allowed {
+                    return Err(Error::Unsupported(format!(
+                        "{} keyslots are not allowed ({})",
+                        variant.name(),
+                        limits.refusal
+                    )));
+                }
+                if time > limits.argon2_max_time {
+                    return Err(Error::Unsupported(format!(
+                        "Argon2 time cost {time} exceeds the limit of {} ({})",
+                        limits.argon2_max_time, limits.refusal
+                    )));
+                }
                 if lanes == 0 || lanes > limits.argon2_max_lanes {
                     return Err(Error::InvalidArgument(format!(
                         "Argon2 parallel cost {lanes} is out of range (1..={})",
@@ -488,6 +571,38 @@ mod tests {
         assert!(a(4, 4 * 1024 * 1024 + 1, 4).check(&l).is_err());
         // Opening is more lenient: an 8-lane keyslot made elsewhere still opens.
         assert!(a(1, 64, 8).check(&KdfLimits::UNLOCK).is_ok());
+    }
+
+    #[test]
+    fn driver_limits_allow_only_cheap_pbkdf2() {
+        let l = KdfLimits::driver();
+        let p = |iterations| Kdf::Pbkdf2 {
+            hash: HashAlgorithm::Sha256,
+            iterations,
+        };
+        assert!(p(1000).check(&l).is_ok());
+        assert!(p(KdfLimits::DRIVER_MAX_PBKDF2_ITERATIONS).check(&l).is_ok());
+        let e = p(KdfLimits::DRIVER_MAX_PBKDF2_ITERATIONS + 1)
+            .check(&l)
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsupported);
+        assert!(p(u32::MAX).check(&KdfLimits::UNLOCK).is_ok());
+        let cheap_argon2 = Kdf::Argon2 {
+            variant: Argon2Variant::Argon2id,
+            time: 1,
+            memory_kib: 64,
+            lanes: 1,
+        };
+        assert!(cheap_argon2.check(&KdfLimits::UNLOCK).is_ok());
+        let e = cheap_argon2.check(&l).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsupported);
+        assert!(
+            e.to_string().contains("not a volume made by this driver"),
+            "{e}"
+        );
+        assert!(l.check_digest_iterations(10_000).is_ok());
+        assert!(l.check_digest_iterations(10_001).is_err());
+        assert!(KdfLimits::UNLOCK.check_digest_iterations(u32::MAX).is_ok());
     }
 
     #[test]

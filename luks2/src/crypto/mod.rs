@@ -5,10 +5,10 @@
 //! - [`af`]: the anti-forensic splitter;
 //! - [`cipher`]: keyslot area encryption (aes-xts-plain64 and friends, 512-byte units);
 //! - [`digest`]: the PBKDF2 volume key digest, compared in constant time;
-//! - [`bench`]: PBKDF calibration for new keyslots, equivalent to cryptsetup 2.6.
+//! - [`calibrate`]: PBKDF calibration for new keyslots, equivalent to cryptsetup 2.6.
 
 pub mod af;
-pub mod bench;
+pub mod calibrate;
 pub mod cipher;
 pub mod digest;
 pub mod hash;
@@ -16,7 +16,7 @@ pub mod kdf;
 mod sys;
 
 pub use af::LUKS_STRIPES;
-pub use bench::PbkdfOptions;
+pub use calibrate::PbkdfOptions;
 pub use cipher::KeyslotCipher;
 pub use hash::HashAlgorithm;
 pub use kdf::{Argon2Variant, Kdf, KdfKind, KdfLimits};

@@ -1,10 +1,13 @@
 //! What the PBKDF calibration needs to know about the machine: online CPUs, physical and free
-//! memory, swap, and the CPU time the calling thread has used. Read from `/proc` (no unsafe, no
-//! libc); every reader has a fallback so a missing `/proc` never fails a format.
+//! memory (capped by the process's cgroup memory limit), swap, and the CPU time the calling
+//! thread has used. Read from `/proc` and `/sys/fs/cgroup` (no unsafe, no libc); every reader has
+//! a fallback so a missing `/proc` never fails a format.
 
+use std::path::{Component, Path};
 use std::time::{Duration, Instant};
 
-/// Memory figures from `/proc/meminfo`, in KiB.
+/// Memory figures from `/proc/meminfo`, in KiB, with total and free memory capped by the cgroup
+/// memory limit (a container's memory is what the OOM killer enforces, not the host's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct MemInfo {
     /// `MemTotal` (what `sysconf(_SC_PHYS_PAGES)` reports).
@@ -16,10 +19,23 @@ pub(crate) struct MemInfo {
 }
 
 impl MemInfo {
-    /// Reads `/proc/meminfo`; `None` if it is missing or unreadable.
+    /// Reads `/proc/meminfo` and caps it by [`cgroup_memory_limit_kib`]; `None` if
+    /// `/proc/meminfo` is missing or unreadable.
     pub(crate) fn read() -> Option<MemInfo> {
         let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-        MemInfo::parse(&text)
+        Some(MemInfo::parse(&text)?.capped(cgroup_memory_limit_kib()))
+    }
+
+    /// Total and free memory capped at `limit_kib` (if any).
+    pub(crate) fn capped(self, limit_kib: Option<u64>) -> MemInfo {
+        match limit_kib {
+            Some(l) => MemInfo {
+                total_kib: self.total_kib.min(l),
+                free_kib: self.free_kib.min(l),
+                ..self
+            },
+            None => self,
+        }
     }
 
     /// Parses the text of `/proc/meminfo`.
@@ -35,6 +51,60 @@ impl MemInfo {
             free_kib: field("MemFree").unwrap_or(0),
             swap_kib: field("SwapTotal").unwrap_or(0),
         })
+    }
+}
+
+/// The memory limit of this process's cgroup in KiB: the smallest cgroup v2 `memory.max` or v1
+/// `memory.limit_in_bytes` from its own cgroup up to the hierarchy's root; `None` if unlimited or
+/// unknown.
+pub(crate) fn cgroup_memory_limit_kib() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    cgroup_memory_limit_in(&text, Path::new("/sys/fs/cgroup"))
+}
+
+/// [`cgroup_memory_limit_kib`] for the `/proc/self/cgroup` text `proc_cgroup` and the cgroup file
+/// systems mounted at `root` (v2 at `root`, v1's memory controller at `root/memory`).
+pub(crate) fn cgroup_memory_limit_in(proc_cgroup: &str, root: &Path) -> Option<u64> {
+    let mut limit: Option<u64> = None;
+    for line in proc_cgroup.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let (top, file) = if controllers.is_empty() {
+            (root.to_path_buf(), "memory.max")
+        } else if controllers.split(',').any(|c| c == "memory") {
+            (root.join("memory"), "memory.limit_in_bytes")
+        } else {
+            continue;
+        };
+        // Outside our cgroup namespace the path may climb (`/..`): then only the root counts.
+        let rel = Path::new(path.trim_start_matches('/'));
+        let mut dir = if rel.components().all(|c| matches!(c, Component::Normal(_))) {
+            top.join(rel)
+        } else {
+            top.clone()
+        };
+        loop {
+            if let Some(bytes) = read_limit(&dir.join(file)) {
+                limit = Some(limit.map_or(bytes, |l| l.min(bytes)));
+            }
+            if dir == top || !dir.pop() {
+                break;
+            }
+        }
+    }
+    limit.map(|bytes| bytes / 1024)
+}
+
+/// A limit file: a byte count, or `max` (v2) for none. v1's "unlimited" is a huge number, which
+/// the caller's minimum with the physical memory makes harmless.
+fn read_limit(path: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    match text.trim() {
+        "max" => None,
+        v => v.parse().ok(),
     }
 }
 
@@ -97,6 +167,48 @@ mod tests {
             }
         );
         assert_eq!(MemInfo::parse("garbage"), None);
+    }
+
+    #[test]
+    fn cgroup_limits_v2_and_v1() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let write = |rel: &str, text: &str| {
+            let p = r.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        // v2: the pod's limit (parent) is smaller than the container's own.
+        write("memory.max", "max\n");
+        write("kubepods/pod1/memory.max", "536870912\n");
+        write("kubepods/pod1/ctr/memory.max", "1073741824\n");
+        assert_eq!(
+            cgroup_memory_limit_in("0::/kubepods/pod1/ctr\n", r),
+            Some(512 * 1024)
+        );
+        // No limit anywhere, or no cgroup information: none.
+        assert_eq!(cgroup_memory_limit_in("0::/\n", r), None);
+        assert_eq!(cgroup_memory_limit_in("", r), None);
+        // A path outside the namespace only consults the root; a missing directory walks up.
+        assert_eq!(cgroup_memory_limit_in("0::/../other\n", r), None);
+        assert_eq!(
+            cgroup_memory_limit_in("0::/kubepods/pod1/gone/ctr\n", r),
+            Some(512 * 1024)
+        );
+        // v1: the memory controller's limit_in_bytes.
+        write("memory/docker/abc/memory.limit_in_bytes", "268435456\n");
+        write("memory/memory.limit_in_bytes", "9223372036854771712\n");
+        let v1 = "12:cpu,cpuacct:/docker/abc\n11:memory:/docker/abc\n";
+        assert_eq!(cgroup_memory_limit_in(v1, r), Some(256 * 1024));
+        // The cap applies to total and free memory.
+        let m = MemInfo {
+            total_kib: 24683656,
+            free_kib: 22130148,
+            swap_kib: 0,
+        };
+        assert_eq!(m.capped(Some(256 * 1024)).total_kib, 256 * 1024);
+        assert_eq!(m.capped(Some(256 * 1024)).free_kib, 256 * 1024);
+        assert_eq!(m.capped(None), m);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use luks2::crypto::HashAlgorithm;
-use luks2::crypto::bench::{DEFAULT_ITER_TIME_MS, PbkdfOptions};
+use luks2::crypto::calibrate::{DEFAULT_ITER_TIME_MS, PbkdfOptions};
 use luks2::crypto::kdf::KdfKind;
 use luks2::format::{self, FormatOptions};
 use luks2::keyslot::NewKeyslot;

@@ -2,8 +2,9 @@
 //! (`lib/utils_pbkdf.c`, `lib/utils_benchmark.c`, `lib/crypto_backend/pbkdf_check.c`).
 //!
 //! - Argon2 (default argon2id): target time 2000 ms, memory at most 1 GiB and at most half the
-//!   physical memory (or half the free memory on small machines without swap), lanes at most 4
-//!   and at most the online CPUs, time cost at least 4. The search first finds costs taking at
+//!   physical memory (or half the free memory on small machines without swap), both capped by
+//!   the cgroup's memory limit, lanes at most 4 and at most the online CPUs, time cost at
+//!   least 4. The search first finds costs taking at
 //!   least 250 ms, then extrapolates and re-measures until within -5 %/+10 % of the target.
 //! - PBKDF2: iterations per second measured in CPU time (doubling until one run takes more than
 //!   500 ms), scaled to the target time, at least 1000.
@@ -183,6 +184,9 @@ impl PbkdfOptions {
 
 /// cryptsetup's `pbkdf_adjusted_phys_memory_kb`: half the physical memory; on machines with
 /// less than 4 GiB and no swap, half the free memory if that is smaller (and above 64 MiB).
+/// Unlike cryptsetup, "physical" and "free" memory are capped by the process's cgroup memory
+/// limit (v2 `memory.max`, v1 `memory.limit_in_bytes`): in a container, that is what the OOM
+/// killer enforces.
 pub fn adjusted_physical_memory_kib() -> u32 {
     adjusted_memory(MemInfo::read())
 }
