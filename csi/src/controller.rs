@@ -1,0 +1,400 @@
+//! The controller service: create, delete, expand, validate, list, capacity. Volumes come from
+//! the backend; DeleteVolume also deletes the wrapped-key record (never the KEK).
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use tracing::info;
+
+use crate::backend::BackendVolume;
+use crate::capability::Access;
+use crate::driver::Driver;
+use crate::error::{Error, Kind, Result};
+use crate::node::call;
+use crate::params::{MIN_ENCRYPTED_SIZE, VolumeParams};
+use crate::proto;
+use crate::proto::controller_server::Controller;
+use crate::volume_id::VolumeId;
+
+/// Size of a volume when the request names none.
+pub const DEFAULT_SIZE: u64 = 1 << 30;
+/// Sizes are whole MiB.
+const ALIGN: u64 = 1 << 20;
+
+/// The gRPC controller service.
+#[derive(Debug, Clone)]
+pub struct ControllerService {
+    driver: Arc<Driver>,
+}
+
+impl ControllerService {
+    /// A controller service over the driver's parts.
+    pub fn new(driver: Arc<Driver>) -> Self {
+        ControllerService { driver }
+    }
+}
+
+/// The size to create for `range`: at least the request (and 1 GiB for encrypted volumes),
+/// whole MiB, within the limit; OUT_OF_RANGE when the limit does not allow it.
+pub fn size_for(range: Option<&proto::CapacityRange>, encrypted: bool) -> Result<u64> {
+    let (req, lim) = range.map_or((0, 0), |r| (r.required_bytes, r.limit_bytes));
+    if req < 0 || lim < 0 {
+        return Err(Error::invalid("capacity_range must not be negative"));
+    }
+    let (req, lim) = (req as u64, lim as u64);
+    if lim != 0 && lim < req {
+        return Err(Error::invalid(format!(
+            "capacity_range: limit_bytes {lim} is below required_bytes {req}"
+        )));
+    }
+    let min = if encrypted { MIN_ENCRYPTED_SIZE } else { ALIGN };
+    let mut size = if req == 0 && lim == 0 {
+        DEFAULT_SIZE
+    } else if req == 0 {
+        lim.min(DEFAULT_SIZE)
+    } else {
+        req
+    };
+    size = size.max(min).div_ceil(ALIGN) * ALIGN;
+    if lim != 0 && size > lim {
+        return Err(Error::new(
+            Kind::OutOfRange,
+            if encrypted && lim < MIN_ENCRYPTED_SIZE {
+                format!(
+                    "encrypted volumes are at least {MIN_ENCRYPTED_SIZE} bytes (1 GiB); \
+                     limit_bytes is {lim}"
+                )
+            } else {
+                format!("no whole-MiB size of at least {req} bytes fits limit_bytes {lim}")
+            },
+        ));
+    }
+    Ok(size)
+}
+
+fn fits(range: Option<&proto::CapacityRange>, capacity: u64) -> bool {
+    let Some(r) = range else { return true };
+    let req = u64::try_from(r.required_bytes).unwrap_or(0);
+    let lim = u64::try_from(r.limit_bytes).unwrap_or(0);
+    capacity >= req && (lim == 0 || capacity <= lim)
+}
+
+fn to_proto(v: &BackendVolume, params: &VolumeParams) -> proto::Volume {
+    proto::Volume {
+        capacity_bytes: i64::try_from(v.capacity).unwrap_or(i64::MAX),
+        volume_id: v.id.to_string(),
+        volume_context: params.volume_context(),
+        content_source: None,
+        accessible_topology: vec![],
+    }
+}
+
+/// CreateVolume: idempotent by name.
+pub async fn create(d: &Driver, r: &proto::CreateVolumeRequest) -> Result<proto::Volume> {
+    if r.name.is_empty() {
+        return Err(Error::invalid("name is required"));
+    }
+    if r.volume_capabilities.is_empty() {
+        return Err(Error::invalid("volume_capabilities are required"));
+    }
+    for cap in &r.volume_capabilities {
+        Access::parse(cap)?;
+    }
+    if r.volume_content_source.is_some() {
+        return Err(Error::invalid(
+            "volume_content_source: cloning and snapshots are not supported",
+        ));
+    }
+    let params = VolumeParams::parse(&r.parameters)?;
+    let id = VolumeId::from_name(&r.name)?;
+    let range = r.capacity_range.as_ref();
+    let stored = params.stored();
+    if let Some(existing) = d.backend.get(&id).await? {
+        return same_or_conflict(&existing, range, &stored, &params, &r.name);
+    }
+    let size = size_for(range, params.encryption.is_some())?;
+    let created = d.backend.create(&id, size, &stored).await?;
+    let vol = same_or_conflict(&created, range, &stored, &params, &r.name)?;
+    info!(volume_id = %id, bytes = created.capacity, encrypted = params.encryption.is_some(), "created");
+    Ok(vol)
+}
+
+fn same_or_conflict(
+    existing: &BackendVolume,
+    range: Option<&proto::CapacityRange>,
+    stored: &std::collections::BTreeMap<String, String>,
+    params: &VolumeParams,
+    name: &str,
+) -> Result<proto::Volume> {
+    if &existing.parameters != stored {
+        return Err(Error::new(
+            Kind::AlreadyExists,
+            format!("volume {name:?} exists with other parameters"),
+        ));
+    }
+    if !fits(range, existing.capacity) {
+        return Err(Error::new(
+            Kind::AlreadyExists,
+            format!(
+                "volume {name:?} exists with {} bytes, outside the requested range",
+                existing.capacity
+            ),
+        ));
+    }
+    Ok(to_proto(existing, params))
+}
+
+/// DeleteVolume: the backing volume first, then the wrapped-key record (in that order: a
+/// record is never gone while its data still exists). Unknown volumes are OK.
+pub async fn delete(d: &Driver, volume_id: &str) -> Result<()> {
+    if volume_id.is_empty() {
+        return Err(Error::invalid("volume_id is required"));
+    }
+    let Ok(id) = VolumeId::parse(volume_id) else {
+        return Ok(());
+    };
+    d.backend.delete(&id).await?;
+    d.store.delete(&id).await.map_err(Error::from)?;
+    info!(volume_id = %id, "deleted (backing volume and wrapped-key record; the KEK is untouched)");
+    Ok(())
+}
+
+fn known(id: &str) -> Result<VolumeId> {
+    if id.is_empty() {
+        return Err(Error::invalid("volume_id is required"));
+    }
+    VolumeId::parse(id)
+}
+
+#[tonic::async_trait]
+impl Controller for ControllerService {
+    async fn create_volume(
+        &self,
+        req: Request<proto::CreateVolumeRequest>,
+    ) -> std::result::Result<Response<proto::CreateVolumeResponse>, Status> {
+        let r = req.into_inner();
+        let d = Arc::clone(&self.driver);
+        let lock_name = format!("create/{}", r.name);
+        call("CreateVolume", &r.name.clone(), async move {
+            let _guard = d.locks.try_lock(&lock_name)?;
+            Ok(proto::CreateVolumeResponse {
+                volume: Some(create(&d, &r).await?),
+            })
+        })
+        .await
+    }
+
+    async fn delete_volume(
+        &self,
+        req: Request<proto::DeleteVolumeRequest>,
+    ) -> std::result::Result<Response<proto::DeleteVolumeResponse>, Status> {
+        let r = req.into_inner();
+        let d = Arc::clone(&self.driver);
+        call("DeleteVolume", &r.volume_id.clone(), async move {
+            let _guard = d.locks.try_lock(&r.volume_id)?;
+            delete(&d, &r.volume_id).await?;
+            Ok(proto::DeleteVolumeResponse {})
+        })
+        .await
+    }
+
+    async fn validate_volume_capabilities(
+        &self,
+        req: Request<proto::ValidateVolumeCapabilitiesRequest>,
+    ) -> std::result::Result<Response<proto::ValidateVolumeCapabilitiesResponse>, Status> {
+        let r = req.into_inner();
+        let d = Arc::clone(&self.driver);
+        call(
+            "ValidateVolumeCapabilities",
+            &r.volume_id.clone(),
+            async move {
+                let id = known(&r.volume_id)?;
+                if r.volume_capabilities.is_empty() {
+                    return Err(Error::invalid("volume_capabilities are required"));
+                }
+                if d.backend.get(&id).await?.is_none() {
+                    return Err(Error::not_found(format!("volume {id} does not exist")));
+                }
+                for cap in &r.volume_capabilities {
+                    if let Err(e) = Access::parse(cap) {
+                        return Ok(proto::ValidateVolumeCapabilitiesResponse {
+                            confirmed: None,
+                            message: e.message().to_owned(),
+                        });
+                    }
+                }
+                Ok(proto::ValidateVolumeCapabilitiesResponse {
+                    confirmed: Some(proto::validate_volume_capabilities_response::Confirmed {
+                        volume_context: r.volume_context.clone(),
+                        volume_capabilities: r.volume_capabilities.clone(),
+                        parameters: r.parameters.clone(),
+                        mutable_parameters: Default::default(),
+                    }),
+                    message: String::new(),
+                })
+            },
+        )
+        .await
+    }
+
+    async fn list_volumes(
+        &self,
+        req: Request<proto::ListVolumesRequest>,
+    ) -> std::result::Result<Response<proto::ListVolumesResponse>, Status> {
+        let r = req.into_inner();
+        let d = Arc::clone(&self.driver);
+        call("ListVolumes", "", async move {
+            let all = d.backend.list().await?;
+            let start: usize = if r.starting_token.is_empty() {
+                0
+            } else {
+                r.starting_token
+                    .parse()
+                    .ok()
+                    .filter(|s| *s <= all.len())
+                    .ok_or_else(|| {
+                        Error::new(
+                            Kind::Aborted,
+                            format!("starting_token {:?} is not valid", r.starting_token),
+                        )
+                    })?
+            };
+            if r.max_entries < 0 {
+                return Err(Error::invalid("max_entries must not be negative"));
+            }
+            let max = if r.max_entries == 0 {
+                usize::MAX
+            } else {
+                r.max_entries as usize
+            };
+            let page: Vec<_> = all.iter().skip(start).take(max).collect();
+            let next = start + page.len();
+            let entries = page
+                .into_iter()
+                .map(|v| {
+                    let params = VolumeParams::parse(&v.parameters).unwrap_or(VolumeParams {
+                        encryption: None,
+                        provider: v.parameters.clone(),
+                    });
+                    proto::list_volumes_response::Entry {
+                        volume: Some(to_proto(v, &params)),
+                        status: None,
+                    }
+                })
+                .collect();
+            Ok(proto::ListVolumesResponse {
+                entries,
+                next_token: if next < all.len() {
+                    next.to_string()
+                } else {
+                    String::new()
+                },
+            })
+        })
+        .await
+    }
+
+    async fn get_capacity(
+        &self,
+        _req: Request<proto::GetCapacityRequest>,
+    ) -> std::result::Result<Response<proto::GetCapacityResponse>, Status> {
+        let d = Arc::clone(&self.driver);
+        call("GetCapacity", "", async move {
+            let avail = d.backend.available().await?;
+            Ok(proto::GetCapacityResponse {
+                available_capacity: i64::try_from(avail).unwrap_or(i64::MAX),
+                maximum_volume_size: None,
+                minimum_volume_size: None,
+            })
+        })
+        .await
+    }
+
+    async fn controller_get_capabilities(
+        &self,
+        _req: Request<proto::ControllerGetCapabilitiesRequest>,
+    ) -> std::result::Result<Response<proto::ControllerGetCapabilitiesResponse>, Status> {
+        use proto::controller_service_capability::{Rpc, Type, rpc::Type as T};
+        let caps = [
+            T::CreateDeleteVolume,
+            T::ExpandVolume,
+            T::ListVolumes,
+            T::GetCapacity,
+            T::SingleNodeMultiWriter,
+        ]
+        .into_iter()
+        .map(|t| proto::ControllerServiceCapability {
+            r#type: Some(Type::Rpc(Rpc { r#type: t as i32 })),
+        })
+        .collect();
+        Ok(Response::new(proto::ControllerGetCapabilitiesResponse {
+            capabilities: caps,
+        }))
+    }
+
+    async fn controller_expand_volume(
+        &self,
+        req: Request<proto::ControllerExpandVolumeRequest>,
+    ) -> std::result::Result<Response<proto::ControllerExpandVolumeResponse>, Status> {
+        let r = req.into_inner();
+        let d = Arc::clone(&self.driver);
+        call("ControllerExpandVolume", &r.volume_id.clone(), async move {
+            let id = known(&r.volume_id)?;
+            let range = r
+                .capacity_range
+                .as_ref()
+                .ok_or_else(|| Error::invalid("capacity_range is required"))?;
+            let _guard = d.locks.try_lock(id.as_str())?;
+            let vol = d
+                .backend
+                .get(&id)
+                .await?
+                .ok_or_else(|| Error::not_found(format!("volume {id} does not exist")))?;
+            let encrypted = VolumeParams::parse(&vol.parameters)
+                .map(|p| p.encryption.is_some())
+                .unwrap_or(false);
+            let size = size_for(Some(range), encrypted)?;
+            let capacity = d.backend.expand(&id, size).await?;
+            info!(volume_id = %id, bytes = capacity, "expanded backing volume");
+            Ok(proto::ControllerExpandVolumeResponse {
+                capacity_bytes: i64::try_from(capacity).unwrap_or(i64::MAX),
+                node_expansion_required: true,
+            })
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(req: i64, lim: i64) -> proto::CapacityRange {
+        proto::CapacityRange {
+            required_bytes: req,
+            limit_bytes: lim,
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(size_for(None, false).unwrap(), DEFAULT_SIZE);
+        assert_eq!(size_for(Some(&range(1, 0)), false).unwrap(), 1 << 20);
+        assert_eq!(size_for(Some(&range(10 << 20, 0)), true).unwrap(), 1 << 30);
+        assert_eq!(
+            size_for(Some(&range((1 << 30) + 1, 0)), true).unwrap(),
+            (1 << 30) + (1 << 20)
+        );
+        let e = size_for(Some(&range(10 << 20, 100 << 20)), true).unwrap_err();
+        assert_eq!(e.kind(), Kind::OutOfRange);
+        assert!(e.message().contains("1 GiB"));
+        assert_eq!(
+            size_for(Some(&range(0, 512 << 20)), false).unwrap(),
+            512 << 20
+        );
+        assert_eq!(
+            size_for(Some(&range(5, 3)), false).unwrap_err().kind(),
+            Kind::InvalidArgument
+        );
+    }
+}

@@ -1,0 +1,258 @@
+//! The steps of an encrypted volume on the node, each a call into the crate that owns it:
+//! key store (record), `kms` (wrap/unwrap), `luks2` (header, format, token), `dm` (activation).
+//!
+//! The LUKS2 volume key *is* the DEK. The header gets one keyslot whose passphrase is the DEK
+//! (PBKDF2 at cryptsetup's minimum: a random 512-bit key needs no memory-hard KDF), so stock
+//! cryptsetup opens the device with `--key-file` (the DEK) or `--volume-key-file`; the attach
+//! path itself runs no keyslot KDF at all: it checks the unwrapped DEK against the header's
+//! digest and hands it to dm-crypt through the kernel keyring. A LUKS2 token keeps a copy of the
+//! wrapped-key record, from which a lost record is restored.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use kms::{Dek, Kms, KmsConfig, WrappedKey};
+use luks2::crypto::{HashAlgorithm, KdfKind, PbkdfOptions};
+use luks2::format::FormatOptions;
+use luks2::header::Header;
+use luks2::metadata::{DigestKind, SegmentId};
+use luks2::{VolumeKey, token};
+
+use crate::error::{Error, Kind, Result};
+use crate::volume_id::VolumeId;
+
+/// The LUKS2 token type holding the wrapped-key record.
+pub const TOKEN_TYPE: &str = "onmetal-csi-wrapped-key";
+/// DEK length: 512 bits, two AES-256 keys for XTS.
+pub const DEK_LEN: usize = 64;
+/// The PBKDF2 iterations of our keyslot and digest (cryptsetup's minimum).
+pub const PBKDF2_ITERATIONS: u32 = 1000;
+/// A digest costlier than this is not one of ours: refused before any PBKDF2 runs.
+pub const MAX_DIGEST_ITERATIONS: i64 = 10_000;
+/// The LUKS2 encryption sector size of our volumes.
+pub const SECTOR_SIZE: u32 = 4096;
+
+/// Runs blocking work (device I/O, KDF, ioctls) off the async runtime.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::internal(format!("worker thread failed: {e}")))?
+}
+
+/// Reads the LUKS2 header of `device`: `None` when there is none (no LUKS magic in either
+/// copy); a damaged header is an error (never "no header").
+pub fn read_header(device: &Path) -> Result<Option<Header>> {
+    let f =
+        File::open(device).map_err(|e| Error::io(format!("opening {}", device.display()), e))?;
+    match luks2::header::read(&f) {
+        Ok(h) => Ok(Some(h)),
+        Err(luks2::Error::NotLuks2) => Ok(None),
+        Err(e) => Err(Error::new(
+            Kind::FailedPrecondition,
+            format!(
+                "{} has a LUKS2 header that cannot be used: {e}",
+                device.display()
+            ),
+        )),
+    }
+}
+
+/// What the strict probe says about a device with no LUKS2 header.
+pub fn holds_data(device: &Path) -> Result<Option<String>> {
+    let f =
+        File::open(device).map_err(|e| Error::io(format!("opening {}", device.display()), e))?;
+    Ok(match luks2::signature::probe_blank(&f)? {
+        luks2::signature::Blankness::Blank => None,
+        luks2::signature::Blankness::HoldsData(found) => Some(found.to_string()),
+    })
+}
+
+/// A known signature (filesystem, partition table, RAID, LVM, ...) on the device, if any.
+pub fn foreign_signature(device: &Path) -> Result<Option<&'static str>> {
+    let f =
+        File::open(device).map_err(|e| Error::io(format!("opening {}", device.display()), e))?;
+    Ok(luks2::signature::detect_signature(&f)?.map(|s| s.name()))
+}
+
+/// The wrapped-key record kept in the header's token, if there is one.
+pub fn token_record(header: &Header) -> Result<Option<(luks2::metadata::TokenId, WrappedKey)>> {
+    for (id, tok) in &header.metadata.tokens {
+        if tok.type_name != TOKEN_TYPE {
+            continue;
+        }
+        let Some(rec) = tok.fields.get("record") else {
+            return Err(Error::precondition(format!(
+                "LUKS2 token {id} of type {TOKEN_TYPE} has no record"
+            )));
+        };
+        let rec = WrappedKey::from_json(rec.to_string().as_bytes())?;
+        return Ok(Some((*id, rec)));
+    }
+    Ok(None)
+}
+
+fn token_json(record: &WrappedKey) -> String {
+    let rec: serde_json::Value =
+        serde_json::from_str(&record.to_json()).unwrap_or(serde_json::Value::Null);
+    serde_json::json!({
+        "type": TOKEN_TYPE,
+        "keyslots": [],
+        "record": rec,
+    })
+    .to_string()
+}
+
+/// Checks the DEK against the header's digest of the data segment (PBKDF2 with the header's
+/// iterations, bounded: our own volumes use [`PBKDF2_ITERATIONS`]).
+pub fn verify_dek(header: &Header, dek: &Dek) -> Result<()> {
+    let seg = SegmentId::new(0);
+    let (id, digest) = header
+        .metadata
+        .digests
+        .iter()
+        .find(|(_, d)| d.segments.contains(&seg))
+        .ok_or_else(|| Error::precondition("the LUKS2 header has no digest for segment 0"))?;
+    let DigestKind::Pbkdf2(p) = &digest.kind else {
+        return Err(Error::precondition(
+            "the LUKS2 header's digest is not PBKDF2: not a volume of this driver",
+        ));
+    };
+    if p.iterations > MAX_DIGEST_ITERATIONS {
+        return Err(Error::precondition(format!(
+            "the LUKS2 digest uses {} PBKDF2 iterations (ours use {PBKDF2_ITERATIONS}): not a \
+             volume of this driver",
+            p.iterations
+        )));
+    }
+    if luks2::keyslot::verify_digest(&header.metadata, *id, dek.expose())? {
+        Ok(())
+    } else {
+        Err(Error::new(
+            Kind::DataLoss,
+            "the unwrapped key does not open this volume's LUKS2 header (record and device do \
+             not belong together)",
+        ))
+    }
+}
+
+/// Formats `device` as LUKS2 with `dek` as the volume key and as the passphrase of keyslot 0,
+/// and stores `record` in a token. The caller has established that the device is ours to
+/// format. Returns the header as written.
+pub fn format(device: &Path, dek: &Dek, record: &WrappedKey) -> Result<Header> {
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(device)
+        .map_err(|e| Error::io(format!("opening {} for writing", device.display()), e))?;
+    let opts = FormatOptions {
+        key_size: DEK_LEN,
+        sector_size: Some(SECTOR_SIZE),
+        pbkdf: PbkdfOptions {
+            kind: KdfKind::Pbkdf2(HashAlgorithm::Sha256),
+            hash: HashAlgorithm::Sha256,
+            max_memory_kib: None,
+            parallel: None,
+            force_iterations: Some(PBKDF2_ITERATIONS),
+            ..PbkdfOptions::default()
+        },
+        // The driver's own probe (stricter than luks2's) decided already.
+        force: true,
+        ..FormatOptions::default()
+    };
+    let vk = VolumeKey::from_bytes(dek.expose());
+    let (mut header, slot) =
+        luks2::format::format_with_volume_key(&mut f, &vk, dek.expose(), &opts)?;
+    token::add_token(&mut f, &mut header, &token_json(record), None, Some(slot))?;
+    f.sync_all()
+        .map_err(|e| Error::io(format!("syncing {}", device.display()), e))?;
+    Ok(header)
+}
+
+/// Replaces the token's record (after a rewrap) so that a restore from the token works with the
+/// current KEK version.
+pub fn refresh_token(device: &Path, header: &mut Header, record: &WrappedKey) -> Result<()> {
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(device)
+        .map_err(|e| Error::io(format!("opening {} for writing", device.display()), e))?;
+    let slots: Vec<_> = header.metadata.keyslots.keys().copied().collect();
+    if let Some((id, _)) = token_record(header)? {
+        token::remove_token(&mut f, header, id)?;
+    }
+    token::add_token(
+        &mut f,
+        header,
+        &token_json(record),
+        None,
+        slots.first().copied(),
+    )?;
+    f.sync_all()
+        .map_err(|e| Error::io(format!("syncing {}", device.display()), e))?;
+    Ok(())
+}
+
+/// Activates the opened volume as `/dev/mapper/<name>` with `dek` in the kernel keyring.
+pub fn activate(name: &dm::DmName, device: &Path, header: &Header, dek: &Dek) -> Result<PathBuf> {
+    let volume = dm::CryptVolume::from_luks2(header)?;
+    let mapper = dm::DeviceMapper::new()?;
+    mapper.activate(
+        name,
+        device,
+        &volume,
+        dek.expose(),
+        &dm::ActivateOptions::default(),
+    )?;
+    Ok(dm::mapper_path(name))
+}
+
+/// The device of an active mapping `name` if there is one: `Some(/dev/mapper/<name>)`.
+pub fn active_mapping(name: &dm::DmName) -> Result<Option<PathBuf>> {
+    let mapper = dm::DeviceMapper::new()?;
+    Ok(mapper.status(name)?.map(|_| dm::mapper_path(name)))
+}
+
+/// Removes mapping `name` and its key (not active: success).
+pub fn deactivate(name: &dm::DmName) -> Result<()> {
+    let mapper = dm::DeviceMapper::new()?;
+    if mapper.status(name)?.is_some() {
+        mapper.deactivate(name)?;
+    }
+    Ok(())
+}
+
+/// Grows mapping `name` to its device's size (the key is still in the keyring: no KMS).
+pub fn resize(name: &dm::DmName) -> Result<u64> {
+    let mapper = dm::DeviceMapper::new()?;
+    Ok(mapper.resize(name)?.bytes().0)
+}
+
+/// A KMS client for the volume, with the record checked against the volume's configuration
+/// before any request: no credential ever goes to an endpoint taken from a record.
+pub fn client_for(config: &KmsConfig, record: Option<&WrappedKey>) -> Result<Kms> {
+    if let Some(r) = record {
+        config.check_record(r)?;
+    }
+    Ok(Kms::new(config)?)
+}
+
+/// Unwraps `record` for `volume` (checked against `config` first).
+pub async fn unwrap(config: &KmsConfig, record: &WrappedKey, volume: &VolumeId) -> Result<Dek> {
+    let kms = client_for(config, Some(record))?;
+    let start = std::time::Instant::now();
+    let res = kms.unwrap(record, &volume.kms()).await;
+    crate::metrics::kms_request("unwrap", start.elapsed(), res.as_ref().err());
+    Ok(res?)
+}
+
+/// Generates a DEK and wraps it for `volume`.
+pub async fn new_key(config: &KmsConfig, volume: &VolumeId) -> Result<(Dek, WrappedKey)> {
+    let dek = Dek::generate(DEK_LEN)?;
+    let kms = client_for(config, None)?;
+    let start = std::time::Instant::now();
+    let res = kms.wrap(&dek, &volume.kms()).await;
+    crate::metrics::kms_request("wrap", start.elapsed(), res.as_ref().err());
+    Ok((dek, res?))
+}

@@ -1,0 +1,229 @@
+//! The driver's one error type and the one place where errors become gRPC statuses
+//! ([`Error::to_status`]). Every lower crate's error converts into an [`Error`] with the
+//! [`Kind`] that decides the code; messages never contain a key, a token or a passphrase.
+
+use std::fmt;
+
+/// What went wrong, as the CSI caller needs to know it. Each kind is exactly one gRPC code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Kind {
+    /// A required field is missing or a parameter is malformed (`INVALID_ARGUMENT`).
+    InvalidArgument,
+    /// The volume does not exist (`NOT_FOUND`).
+    NotFound,
+    /// A volume of that name exists with incompatible capacity or parameters (`ALREADY_EXISTS`).
+    AlreadyExists,
+    /// The volume is not in a state the call can work on: a device that holds data, a record
+    /// that does not match the volume, an unknown KMS key (`FAILED_PRECONDITION`).
+    FailedPrecondition,
+    /// A size outside what the driver or the request allows (`OUT_OF_RANGE`).
+    OutOfRange,
+    /// A dependency is down (KMS, key store, device); retry later (`UNAVAILABLE`).
+    Unavailable,
+    /// The KMS refused the credentials (`PERMISSION_DENIED`).
+    PermissionDenied,
+    /// The wrapped key or the header was tampered with or belongs to another volume
+    /// (`DATA_LOSS`).
+    DataLoss,
+    /// Another operation on the same volume is running, or a store precondition failed
+    /// (`ABORTED`: the CO retries).
+    Aborted,
+    /// Not enough room in the backend (`RESOURCE_EXHAUSTED`).
+    ResourceExhausted,
+    /// Anything else: a bug or an unexpected system failure (`INTERNAL`).
+    Internal,
+}
+
+impl Kind {
+    /// The gRPC code of this kind.
+    pub fn code(self) -> tonic::Code {
+        match self {
+            Kind::InvalidArgument => tonic::Code::InvalidArgument,
+            Kind::NotFound => tonic::Code::NotFound,
+            Kind::AlreadyExists => tonic::Code::AlreadyExists,
+            Kind::FailedPrecondition => tonic::Code::FailedPrecondition,
+            Kind::OutOfRange => tonic::Code::OutOfRange,
+            Kind::Unavailable => tonic::Code::Unavailable,
+            Kind::PermissionDenied => tonic::Code::PermissionDenied,
+            Kind::DataLoss => tonic::Code::DataLoss,
+            Kind::Aborted => tonic::Code::Aborted,
+            Kind::ResourceExhausted => tonic::Code::ResourceExhausted,
+            Kind::Internal => tonic::Code::Internal,
+        }
+    }
+}
+
+/// An error of the driver: a [`Kind`], a message for the operator, and an optional source.
+#[derive(Debug, thiserror::Error)]
+pub struct Error {
+    kind: Kind,
+    message: String,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// The driver's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A new error.
+    pub fn new(kind: Kind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Attaches the underlying cause.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// The kind (and so the gRPC code).
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The message without the source chain.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Prefixes the message with what the driver was doing.
+    pub fn context(mut self, what: impl fmt::Display) -> Self {
+        self.message = format!("{what}: {}", self.message);
+        self
+    }
+
+    /// The message followed by every source, `: `-separated.
+    pub fn display_chain(&self) -> String {
+        let mut out = self.message.clone();
+        let mut cur = self.source.as_deref().map(|s| s as &dyn std::error::Error);
+        while let Some(e) = cur {
+            let text = e.to_string();
+            if !out.contains(&text) {
+                out.push_str(": ");
+                out.push_str(&text);
+            }
+            cur = e.source();
+        }
+        out
+    }
+
+    /// The gRPC status for this error: the one mapping from the driver's errors to codes.
+    pub fn to_status(&self) -> tonic::Status {
+        tonic::Status::new(self.kind.code(), self.display_chain())
+    }
+
+    /// Shorthand constructors.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(Kind::InvalidArgument, message)
+    }
+    /// `NOT_FOUND`.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(Kind::NotFound, message)
+    }
+    /// `FAILED_PRECONDITION`.
+    pub fn precondition(message: impl Into<String>) -> Self {
+        Self::new(Kind::FailedPrecondition, message)
+    }
+    /// `INTERNAL`.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(Kind::Internal, message)
+    }
+    /// `UNAVAILABLE`.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(Kind::Unavailable, message)
+    }
+    /// An I/O failure while doing `what`.
+    pub fn io(what: impl fmt::Display, e: std::io::Error) -> Self {
+        let kind = match e.kind() {
+            std::io::ErrorKind::NotFound => Kind::NotFound,
+            std::io::ErrorKind::PermissionDenied => Kind::Internal,
+            _ => Kind::Internal,
+        };
+        Self::new(kind, format!("{what}: {e}"))
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        e.to_status()
+    }
+}
+
+impl From<kms::Error> for Error {
+    fn from(e: kms::Error) -> Self {
+        use kms::ErrorKind as K;
+        let kind = match e.kind() {
+            K::Unavailable => Kind::Unavailable,
+            K::Denied => Kind::PermissionDenied,
+            // An unknown key encryption key is a configuration state the CO cannot fix by
+            // retrying the same call.
+            K::NotFound => Kind::FailedPrecondition,
+            // A record moved from another volume or altered: never a format, never a retry loop.
+            K::Integrity => Kind::FailedPrecondition,
+            K::InvalidConfig => Kind::InvalidArgument,
+            _ => Kind::Internal,
+        };
+        Error::new(kind, format!("KMS: {}", e.display_chain()))
+    }
+}
+
+impl From<luks2::Error> for Error {
+    fn from(e: luks2::Error) -> Self {
+        Error::new(Kind::Internal, format!("LUKS2: {e}")).with_source(e)
+    }
+}
+
+impl From<dm::Error> for Error {
+    fn from(e: dm::Error) -> Self {
+        let kind = match &e {
+            dm::Error::Unavailable(_) => Kind::Unavailable,
+            dm::Error::Busy(_) => Kind::Aborted,
+            _ => Kind::Internal,
+        };
+        Error::new(kind, format!("device-mapper: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kms_errors_map_to_the_documented_codes() {
+        let code = |k| Error::from(kms::Error::new(k, "x")).to_status().code();
+        assert_eq!(code(kms::ErrorKind::Unavailable), tonic::Code::Unavailable);
+        assert_eq!(code(kms::ErrorKind::Denied), tonic::Code::PermissionDenied);
+        assert_eq!(
+            code(kms::ErrorKind::NotFound),
+            tonic::Code::FailedPrecondition
+        );
+        assert_eq!(
+            code(kms::ErrorKind::Integrity),
+            tonic::Code::FailedPrecondition
+        );
+        assert_eq!(
+            code(kms::ErrorKind::InvalidConfig),
+            tonic::Code::InvalidArgument
+        );
+    }
+
+    #[test]
+    fn status_carries_the_chain() {
+        let e = Error::precondition("device holds data").context("volume pvc-1");
+        let s = e.to_status();
+        assert_eq!(s.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(s.message(), "volume pvc-1: device holds data");
+    }
+}
