@@ -1,0 +1,436 @@
+//! The rig of the privileged `vm_*` driver tests: the real `onmetal-csi-driver serve` process
+//! (all services, `local:` backend and `dir:` key store in a temporary directory), talked to
+//! over its Unix socket with the generated CSI client, on a kernel with device-mapper and loop
+//! devices (`scripts/vm-test`; or a Linux host as root). Without device-mapper they skip — except
+//! under the VM rig (`ONMETAL_VM_TEST=1`), where that is a failure. The rig's drop unmounts,
+//! closes and detaches whatever the test left, also when it failed.
+#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use csi::proto;
+use csi::proto::controller_client::ControllerClient;
+use csi::proto::node_client::NodeClient;
+use csi::proto::volume_capability::access_mode::Mode;
+use tonic::transport::Channel;
+
+#[path = "../../../kms/tests/peers/mod.rs"]
+pub mod peers;
+
+/// True when privileged tests can run here. Panics when they cannot but must (in the VM rig).
+pub fn privileged() -> bool {
+    let root = fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false);
+    let dm = match dm::DeviceMapper::new() {
+        Ok(_) => "ok".to_owned(),
+        Err(e) => e.to_string(),
+    };
+    if root && dm == "ok" {
+        return true;
+    }
+    let why = format!("root: {root}, device-mapper: {dm}");
+    if std::env::var("ONMETAL_VM_TEST").as_deref() == Ok("1") {
+        panic!("privileged test cannot run inside the VM rig ({why})");
+    }
+    eprintln!("SKIPPED: privileged test needs root and device-mapper ({why}); run scripts/vm-test");
+    false
+}
+
+#[macro_export]
+macro_rules! require_privileged {
+    () => {
+        if !vm_support::privileged() {
+            return;
+        }
+    };
+}
+
+pub const KEK: &str = "pvc-kek";
+
+/// The driver process and a client.
+pub struct Rig {
+    pub dir: tempfile::TempDir,
+    pub driver: Option<Child>,
+    pub rt: tokio::runtime::Runtime,
+    pub ch: Option<Channel>,
+    pub volumes: Vec<String>,
+    pub env: Vec<(String, String)>,
+    starts: u32,
+}
+
+impl Rig {
+    pub fn new() -> Rig {
+        let dir = tempfile::Builder::new()
+            .prefix("csi-vm-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut rig = Rig {
+            dir,
+            driver: None,
+            rt,
+            ch: None,
+            volumes: Vec::new(),
+            env: Vec::new(),
+            starts: 0,
+        };
+        rig.start();
+        rig
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn sock(&self) -> PathBuf {
+        self.path("csi.sock")
+    }
+
+    pub fn backend_dir(&self) -> PathBuf {
+        self.path("volumes")
+    }
+
+    pub fn key_dir(&self) -> PathBuf {
+        self.path("keys")
+    }
+
+    /// Starts the driver (again), waits for its socket, connects.
+    pub fn start(&mut self) {
+        self.starts += 1;
+        let log = self.path(&format!("driver-{}.log", self.starts));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_onmetal-csi-driver"));
+        cmd.arg("serve")
+            .arg("--endpoint")
+            .arg(format!("unix://{}", self.sock().display()))
+            .args(["--node-id", "vm-node", "--mode", "all"])
+            .arg("--backend")
+            .arg(format!("local:{}", self.backend_dir().display()))
+            .arg("--key-store")
+            .arg(format!("dir:{}", self.key_dir().display()))
+            .env("RUST_LOG", "info,csi=debug")
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&log).unwrap())
+            .stderr(fs::File::options().append(true).open(&log).unwrap());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        self.driver = Some(cmd.spawn().expect("driver starts"));
+        let sock = self.sock();
+        let start = Instant::now();
+        loop {
+            if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
+                break;
+            }
+            if let Some(status) = self.driver.as_mut().unwrap().try_wait().unwrap() {
+                panic!("driver exited with {status}: {}", self.logs());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "driver socket did not appear: {}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let endpoint = format!("unix://{}", sock.display());
+        self.ch = Some(self.rt.block_on(csi::client::connect(&endpoint)).unwrap());
+    }
+
+    /// SIGKILL, as a crash or an OOM kill would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.driver.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.ch = None;
+    }
+
+    /// Waits for the driver to exit by itself (a crash point), returns whether it aborted.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let status = self.driver.as_mut().unwrap().wait().unwrap();
+        self.driver = None;
+        self.ch = None;
+        status
+    }
+
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for i in 1..=self.starts {
+            let p = self.path(&format!("driver-{i}.log"));
+            out.push_str(&format!("--- driver log {i} ---\n"));
+            out.push_str(&fs::read_to_string(p).unwrap_or_default());
+        }
+        out
+    }
+
+    fn ctl(&self) -> ControllerClient<Channel> {
+        ControllerClient::new(self.ch.clone().expect("driver running"))
+    }
+
+    fn node(&self) -> NodeClient<Channel> {
+        NodeClient::new(self.ch.clone().expect("driver running"))
+    }
+
+    pub fn create(
+        &mut self,
+        name: &str,
+        size: i64,
+        params: &HashMap<String, String>,
+        block: bool,
+    ) -> Result<proto::Volume, tonic::Status> {
+        let req = proto::CreateVolumeRequest {
+            name: name.to_owned(),
+            capacity_range: Some(proto::CapacityRange {
+                required_bytes: size,
+                limit_bytes: 0,
+            }),
+            volume_capabilities: vec![cap(block, "ext4")],
+            parameters: params.clone(),
+            ..Default::default()
+        };
+        let mut c = self.ctl();
+        let v = self
+            .rt
+            .block_on(c.create_volume(req))?
+            .into_inner()
+            .volume
+            .unwrap();
+        self.volumes.push(v.volume_id.clone());
+        Ok(v)
+    }
+
+    pub fn delete(&self, id: &str) -> Result<(), tonic::Status> {
+        let mut c = self.ctl();
+        self.rt
+            .block_on(c.delete_volume(proto::DeleteVolumeRequest {
+                volume_id: id.to_owned(),
+                secrets: HashMap::new(),
+            }))
+            .map(|_| ())
+    }
+
+    pub fn expand(&self, id: &str, size: i64) -> Result<i64, tonic::Status> {
+        let mut c = self.ctl();
+        self.rt
+            .block_on(c.controller_expand_volume(proto::ControllerExpandVolumeRequest {
+                volume_id: id.to_owned(),
+                capacity_range: Some(proto::CapacityRange {
+                    required_bytes: size,
+                    limit_bytes: 0,
+                }),
+                ..Default::default()
+            }))
+            .map(|r| r.into_inner().capacity_bytes)
+    }
+
+    pub fn stage(
+        &self,
+        v: &proto::Volume,
+        staging: &Path,
+        cap: proto::VolumeCapability,
+        secrets: &HashMap<String, String>,
+    ) -> Result<Duration, tonic::Status> {
+        let mut c = self.node();
+        let t = Instant::now();
+        self.rt
+            .block_on(c.node_stage_volume(proto::NodeStageVolumeRequest {
+                volume_id: v.volume_id.clone(),
+                staging_target_path: staging.display().to_string(),
+                volume_capability: Some(cap),
+                secrets: secrets.clone(),
+                volume_context: v.volume_context.clone(),
+                publish_context: HashMap::new(),
+            }))
+            .map(|_| t.elapsed())
+    }
+
+    pub fn unstage(&self, id: &str, staging: &Path) -> Result<(), tonic::Status> {
+        let mut c = self.node();
+        self.rt
+            .block_on(c.node_unstage_volume(proto::NodeUnstageVolumeRequest {
+                volume_id: id.to_owned(),
+                staging_target_path: staging.display().to_string(),
+            }))
+            .map(|_| ())
+    }
+
+    pub fn publish(
+        &self,
+        id: &str,
+        staging: &Path,
+        target: &Path,
+        cap: proto::VolumeCapability,
+        readonly: bool,
+    ) -> Result<(), tonic::Status> {
+        let mut c = self.node();
+        self.rt
+            .block_on(c.node_publish_volume(proto::NodePublishVolumeRequest {
+                volume_id: id.to_owned(),
+                staging_target_path: staging.display().to_string(),
+                target_path: target.display().to_string(),
+                volume_capability: Some(cap),
+                readonly,
+                ..Default::default()
+            }))
+            .map(|_| ())
+    }
+
+    pub fn unpublish(&self, id: &str, target: &Path) -> Result<(), tonic::Status> {
+        let mut c = self.node();
+        self.rt
+            .block_on(c.node_unpublish_volume(proto::NodeUnpublishVolumeRequest {
+                volume_id: id.to_owned(),
+                target_path: target.display().to_string(),
+            }))
+            .map(|_| ())
+    }
+
+    pub fn node_expand(&self, id: &str, path: &Path) -> Result<i64, tonic::Status> {
+        let mut c = self.node();
+        self.rt
+            .block_on(c.node_expand_volume(proto::NodeExpandVolumeRequest {
+                volume_id: id.to_owned(),
+                volume_path: path.display().to_string(),
+                ..Default::default()
+            }))
+            .map(|r| r.into_inner().capacity_bytes)
+    }
+
+    pub fn stats(
+        &self,
+        id: &str,
+        path: &Path,
+    ) -> Result<proto::NodeGetVolumeStatsResponse, tonic::Status> {
+        let mut c = self.node();
+        self.rt
+            .block_on(c.node_get_volume_stats(proto::NodeGetVolumeStatsRequest {
+                volume_id: id.to_owned(),
+                volume_path: path.display().to_string(),
+                staging_target_path: String::new(),
+            }))
+            .map(|r| r.into_inner())
+    }
+
+    pub fn image(&self, id: &str) -> PathBuf {
+        self.backend_dir().join(format!("{id}.img"))
+    }
+
+    pub fn record_file(&self, id: &str) -> PathBuf {
+        self.key_dir().join(format!("onmetal-csi-luks-{id}"))
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+        self.kill();
+        // Unmount everything under the rig's directory, deepest first.
+        let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut targets: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+            .filter(|t| t.starts_with(&self.dir.path().display().to_string()))
+            .collect();
+        targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
+        for t in targets {
+            let _ = Command::new("umount").arg("-l").arg(&t).status();
+        }
+        if let Ok(dm) = dm::DeviceMapper::new() {
+            for id in &self.volumes {
+                if let Ok(name) = dm::DmName::new(&format!("onmetal-csi-{id}")) {
+                    let _ = dm.deactivate(&name);
+                }
+            }
+        }
+        for id in &self.volumes {
+            let img = self.image(id);
+            if let Ok(out) = Command::new("losetup").args(["-n", "-O", "NAME", "-j"]).arg(&img).output() {
+                for dev in String::from_utf8_lossy(&out.stdout).lines() {
+                    let _ = Command::new("losetup").args(["-d", dev.trim()]).status();
+                }
+            }
+        }
+    }
+}
+
+/// A capability: block, or a filesystem of `fs`.
+pub fn cap(block: bool, fs: &str) -> proto::VolumeCapability {
+    csi::capability::capability(block, fs, Mode::SingleNodeWriter)
+}
+
+/// StorageClass parameters of an encrypted Transit class (as in the user guide).
+pub fn transit_params(url: &str) -> HashMap<String, String> {
+    HashMap::from([
+        ("type".into(), "fast".into()),
+        ("encryptionEnabled".into(), "true".into()),
+        ("encryptionKMSType".into(), "transit".into()),
+        ("encryptionKMSEndpoint".into(), url.into()),
+        ("encryptionKMSKeyID".into(), KEK.into()),
+        (
+            "csi.storage.k8s.io/node-stage-secret-name".into(),
+            "kms-token".into(),
+        ),
+    ])
+}
+
+pub fn plain_params() -> HashMap<String, String> {
+    HashMap::from([("type".into(), "fast".into())])
+}
+
+/// An OpenBao dev server with the user guide's transit setup; returns it and a policy token.
+pub fn bao() -> (peers::bao::Bao, String) {
+    let bao = peers::bao::Bao::start(false).expect("OpenBao is installed (kms/tests/install-peers.sh)");
+    bao.setup_transit(KEK);
+    let token = bao.policy_token(KEK, "");
+    (bao, token)
+}
+
+pub fn token_secrets(token: &str) -> HashMap<String, String> {
+    HashMap::from([("token".to_owned(), token.to_owned())])
+}
+
+pub fn sh(script: &str) -> String {
+    let out = Command::new("sh").arg("-c").arg(script).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Size of a block device or file.
+pub fn size_of(path: &Path) -> u64 {
+    use std::io::{Seek, SeekFrom};
+    fs::File::open(path).unwrap().seek(SeekFrom::End(0)).unwrap()
+}
+
+/// The `major:minor` of the filesystem mounted at `path`.
+pub fn mount_dev(path: &Path) -> Option<String> {
+    let text = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    text.lines()
+        .filter(|l| l.split(' ').nth(4) == Some(&path.display().to_string()))
+        .last()
+        .and_then(|l| l.split(' ').nth(2).map(str::to_owned))
+}
+
+pub fn is_block_device(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    fs::metadata(path).map(|m| m.file_type().is_block_device()).unwrap_or(false)
+}
+
+pub fn rdev(path: &Path) -> u64 {
+    fs::metadata(path).unwrap().rdev()
+}
