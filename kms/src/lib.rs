@@ -98,3 +98,25 @@ impl Kms {
         Ok(start.elapsed())
     }
 }
+
+/// The error of a wrap whose verifying unwrap failed.
+pub(crate) fn verify_failed(e: &Error) -> Error {
+    Error::new(
+        e.kind(),
+        format!(
+            "checking the new wrapped key by unwrapping it failed (nothing to store): {}",
+            e.message()
+        ),
+    )
+}
+
+/// Integrity unless the key unwrapped from a fresh record is `dek` (constant time).
+pub(crate) fn check_same_key(unwrapped: &Dek, dek: &Dek) -> Result<()> {
+    if unwrapped.ct_eq(dek) {
+        Ok(())
+    } else {
+        Err(Error::integrity(
+            "the KMS's answer to the wrap does not unwrap to the same key (a crossed or corrupted answer): nothing to store",
+        ))
+    }
+}
