@@ -231,6 +231,24 @@ fn response_payload(msg: &Item, op: u32) -> Result<std::result::Result<Item, Fai
     }
 }
 
+/// Whether a server's failure text names a policy rejection rather than a failure.
+fn says_policy(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "permission",
+        "denied",
+        "not allowed",
+        "unauthori",
+        "forbidden",
+        "access right",
+        "policy",
+        "not active",
+        "must be in the active state",
+    ]
+    .iter()
+    .any(|w| m.contains(w))
+}
+
 impl KmipClient {
     /// Builds a client from a kmip configuration (no network I/O yet).
     pub fn new(config: &KmsConfig) -> Result<Self> {
@@ -455,6 +473,17 @@ impl KmipClient {
             Some(0x0C | 0x0B) => Error::denied(format!(
                 "{ctx}: permission denied (is the key Active and owned by the certificate's subject?) ({m})"
             )),
+            // Object archived, attestation required or failed: the server's policy.
+            Some(0x0D | 0x14 | 0x15) => Error::denied(format!(
+                "{ctx}: refused by the server's policy (result reason {:#x}) ({m})",
+                f.reason.unwrap_or_default()
+            )),
+            // General Failure says nothing by itself: a policy rejection when the server's text
+            // says so (Denied); otherwise, on Decrypt, what PyKMIP reports for a failed GCM
+            // authentication or CBC padding, i.e. tampering (Integrity).
+            Some(0x100) if says_policy(m) => {
+                Error::denied(format!("{ctx}: refused by the server's policy ({m})"))
+            }
             Some(0x07 | 0x0A | 0x100) if decrypt => Error::integrity(format!(
                 "{ctx}: the server cannot decrypt the wrapped key (tampered, wrong volume or wrong key) ({m})"
             )),
@@ -734,6 +763,56 @@ mod tests {
             Some(Value::ByteString(id)) if id.len() == BATCH_ID_LEN
         ));
         assert_ne!(batch_id().unwrap(), batch_id().unwrap());
+    }
+
+    fn test_client() -> KmipClient {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["client".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let secrets = [
+            ("ca.crt".to_owned(), cert.pem()),
+            ("tls.crt".to_owned(), cert.pem()),
+            ("tls.key".to_owned(), key.serialize_pem()),
+        ]
+        .into();
+        let cfg = KmsConfig::new(KmsType::Kmip, "10.0.0.1:5696", "7", None, &secrets).unwrap();
+        KmipClient::new(&cfg).unwrap()
+    }
+
+    /// Policy rejections are Denied, tampering stays Integrity (issue 9, item 16).
+    #[test]
+    fn failure_classes() {
+        use crate::ErrorKind::*;
+        let c = test_client();
+        let kind = |reason: u32, message: &str, op: &str| {
+            c.failure(
+                Failure {
+                    reason: Some(reason),
+                    message: message.to_owned(),
+                },
+                op,
+            )
+            .kind()
+        };
+        // PyKMIP's General Failure for a failed GCM tag or CBC padding: tampering.
+        let pykmip = "Operation failed. See the server logs for more information.";
+        assert_eq!(kind(0x100, pykmip, "Decrypt"), Integrity);
+        assert_eq!(kind(0x0A, "bad tag", "Decrypt"), Integrity);
+        assert_eq!(kind(0x100, pykmip, "Encrypt"), Unavailable);
+        // General Failure whose text is a policy rejection: Denied, for either operation.
+        for op in ["Decrypt", "Encrypt"] {
+            assert_eq!(
+                kind(0x100, "Unauthorized: user has no Decrypt access right", op),
+                Denied
+            );
+            assert_eq!(kind(0x100, "Permission denied by policy", op), Denied);
+        }
+        assert_eq!(kind(0x0C, "", "Decrypt"), Denied);
+        assert_eq!(kind(0x15, "attestation failed", "Decrypt"), Denied);
+        assert_eq!(kind(0x0D, "archived", "Encrypt"), Denied);
+        assert_eq!(kind(0x01, "", "Decrypt"), NotFound);
     }
 
     #[test]
