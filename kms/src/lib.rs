@@ -75,10 +75,13 @@ impl Kms {
     pub async fn rewrap(&self, key: &WrappedKey) -> Result<WrappedKey> {
         match self {
             Self::Transit(c) => c.rewrap(key).await,
-            Self::Kmip(_) => Err(Error::new(
-                ErrorKind::InvalidConfig,
-                "rewrap is a Transit operation; KMIP servers have none",
-            )),
+            Self::Kmip(c) => {
+                c.check_record(key)?;
+                Err(Error::new(
+                    ErrorKind::InvalidConfig,
+                    "rewrap is a Transit operation; KMIP servers have none",
+                ))
+            }
         }
     }
 

@@ -623,10 +623,15 @@ impl KmipClient {
     }
 
     /// Unwraps a record made by [`KmipClient::wrap`].
+    /// [`KmsConfig::check_record`] against this client's configuration.
+    pub(crate) fn check_record(&self, key: &WrappedKey) -> Result<()> {
+        self.target.check_record(key)
+    }
+
     /// The record must name this client's endpoint and key ([`KmsConfig::check_record`]) and
     /// belong to `volume`; both are checked before any request.
     pub async fn unwrap(&self, key: &WrappedKey, volume: &VolumeId) -> Result<Dek> {
-        self.target.check_record(key)?;
+        self.check_record(key)?;
         if key.volume_id != *volume {
             return Err(Error::integrity(format!(
                 "the wrapped key belongs to volume {}, not to {volume}",
