@@ -246,17 +246,25 @@ async fn next_request_gets_its_own_answer(kms: &Kms, a: &Dek, connections: &Atom
     assert!(connections.load(Ordering::SeqCst) >= 2);
 }
 
-/// Connects and negotiates the version first, so the first wrap's time goes to its Encrypt.
+/// Connects and negotiates the version first, so the first wrap's time goes to its Encrypt
+/// (a few tries: a loaded machine may miss the short test time limit once).
 async fn warm_up(kms: &Kms) {
     let Kms::Kmip(k) = kms else { unreachable!() };
-    assert_eq!(k.protocol_version().await.unwrap(), (1, 4));
+    let mut last = None;
+    for _ in 0..5 {
+        match k.protocol_version().await {
+            Ok(v) => return assert_eq!(v, (1, 4)),
+            Err(e) => last = Some(e),
+        }
+    }
+    panic!("the fake peer never answered DiscoverVersions: {last:?}");
 }
 
 #[tokio::test]
 async fn late_answer_after_the_client_timeout_is_never_taken_for_the_next_request() {
     let ca = Ca::new("desync CA");
     let (port, connections) = start_peer(&ca, Fault::HoldFirstEncrypt).await;
-    let kms = client(&ca, port, Duration::from_secs(1));
+    let kms = client(&ca, port, Duration::from_secs(3));
     warm_up(&kms).await;
     let a = Dek::generate(32).unwrap();
     let err = kms
