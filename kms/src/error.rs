@@ -13,11 +13,14 @@ pub enum ErrorKind {
     /// timeout, HTTP 429 or 5xx, sealed server, malformed response). Retrying later may succeed.
     Unavailable,
     /// The KMS refused the credentials: bad, expired or revoked token, a policy that does not
-    /// allow the operation, an inactive key, a rejected or expired certificate.
+    /// allow the operation (also a key policy refusing an old record: Transit's
+    /// `min_decryption_version`), an inactive key, a rejected or expired certificate.
     Denied,
     /// The KMS has no such key (or no Transit engine / namespace at the configured path).
     NotFound,
-    /// The wrapped key does not belong to this volume or was altered: authentication failed.
+    /// The wrapped key does not belong to this volume or was altered (authentication failed),
+    /// names another KMS type, endpoint, key or namespace than the configuration, or a fresh
+    /// wrap did not unwrap to its key.
     Integrity,
     /// The configuration is wrong: unknown KMS type, cluster-internal DNS name as endpoint,
     /// missing or unparsable secret key, malformed wrapped-key record.

@@ -75,10 +75,13 @@ impl Kms {
     pub async fn rewrap(&self, key: &WrappedKey) -> Result<WrappedKey> {
         match self {
             Self::Transit(c) => c.rewrap(key).await,
-            Self::Kmip(_) => Err(Error::new(
-                ErrorKind::InvalidConfig,
-                "rewrap is a Transit operation; KMIP servers have none",
-            )),
+            Self::Kmip(c) => {
+                c.check_record(key)?;
+                Err(Error::new(
+                    ErrorKind::InvalidConfig,
+                    "rewrap is a Transit operation; KMIP servers have none",
+                ))
+            }
         }
     }
 
@@ -96,5 +99,27 @@ impl Kms {
             ));
         }
         Ok(start.elapsed())
+    }
+}
+
+/// The error of a wrap whose verifying unwrap failed.
+pub(crate) fn verify_failed(e: &Error) -> Error {
+    Error::new(
+        e.kind(),
+        format!(
+            "checking the new wrapped key by unwrapping it failed (nothing to store): {}",
+            e.message()
+        ),
+    )
+}
+
+/// Integrity unless the key unwrapped from a fresh record is `dek` (constant time).
+pub(crate) fn check_same_key(unwrapped: &Dek, dek: &Dek) -> Result<()> {
+    if unwrapped.ct_eq(dek) {
+        Ok(())
+    } else {
+        Err(Error::integrity(
+            "the KMS's answer to the wrap does not unwrap to the same key (a crossed or corrupted answer): nothing to store",
+        ))
     }
 }

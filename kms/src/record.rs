@@ -6,7 +6,7 @@
 //! |---------------|---------|---------|
 //! | `version`     | number  | record format version, currently `1` |
 //! | `kmsType`     | string  | `transit` or `kmip` |
-//! | `endpoint`    | string  | the endpoint the key was wrapped at (`https://10.0.0.5:8200`, `10.0.0.6:5696`) |
+//! | `endpoint`    | string  | the endpoint the key was wrapped at (`https://10.0.0.5:8200`, `10.0.0.6:5696`); informational: it must equal the configured one ([`crate::KmsConfig::check_record`]), it never chooses where to connect |
 //! | `keyId`       | string  | Transit key name or KMIP Unique Identifier of the KEK |
 //! | `namespace`   | string? | Transit only: OpenBao/Vault namespace (absent when none) |
 //! | `keyVersion`  | number? | Transit KEK version that wrapped the key (absent for KMIP) |

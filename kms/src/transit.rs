@@ -505,7 +505,9 @@ impl TransitClient {
         }
     }
 
-    /// Wraps with the default binding ([`WrapMode::TransitFramed`]).
+    /// Wraps with the default binding ([`WrapMode::TransitFramed`]). Like every wrap, the result
+    /// is unwrapped and compared with `dek` before it is returned (needs `update` on
+    /// `transit/decrypt/<key>` too, as the documented policy grants).
     pub async fn wrap(&self, dek: &Dek, volume: &VolumeId) -> Result<WrappedKey> {
         self.wrap_with(WrapMode::TransitFramed, dek, volume).await
     }
@@ -537,7 +539,7 @@ impl TransitClient {
         else {
             return Err(Error::unavailable("encrypt answered with plaintext"));
         };
-        Ok(WrappedKey {
+        let record = WrappedKey {
             kms_type: KmsType::Transit,
             endpoint: self.endpoint.clone(),
             key_id: self.key.clone(),
@@ -550,7 +552,15 @@ impl TransitClient {
             ciphertext,
             volume_id: volume.clone(),
             created_at: now_rfc3339(),
-        })
+        };
+        // Never hand out a record that does not give back this very key: unwrap it and
+        // compare in constant time.
+        let back = self
+            .unwrap(&record, volume)
+            .await
+            .map_err(|e| crate::verify_failed(&e))?;
+        crate::check_same_key(&back, dek)?;
+        Ok(record)
     }
 
     /// Unwraps a record written by [`TransitClient::wrap`] or [`TransitClient::wrap_with`].

@@ -105,6 +105,8 @@ async fn record_naming_another_endpoint_is_integrity_without_connecting() {
     let err = kms.unwrap(&record, &vol()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
     assert!(err.message().contains("endpoint"), "{err}");
+    let err = kms.rewrap(&record).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
 
     configured.assert_untouched("configured endpoint");
     recorded.assert_untouched("endpoint named by the record");

@@ -181,3 +181,55 @@ fn proxy_environment_is_ignored() {
         "POST /v1/transit/decrypt/pvc-kek HTTP/1.1"
     );
 }
+
+/// `wrap` unwraps its own result before returning it (Transit too): a server whose decrypt of
+/// the new ciphertext gives another key makes the wrap fail with Integrity. Fails before: the
+/// record was returned unchecked.
+#[tokio::test]
+async fn wrap_refuses_a_result_that_does_not_unwrap_to_its_key() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    std::thread::spawn(move || {
+        // Encrypt and decrypt, on one connection or two; the server ends with the test binary.
+        for conn in listener.incoming() {
+            let conn = conn.unwrap();
+            std::thread::spawn(move || {
+                conn.set_read_timeout(Some(Duration::from_secs(30)))
+                    .unwrap();
+                let mut r = BufReader::new(conn);
+                while let Some(line) = read_request(&mut r) {
+                    let body = if line.contains("/encrypt/") {
+                        r#"{"data":{"ciphertext":"vault:v1:AAAA","key_version":1}}"#.to_owned()
+                    } else {
+                        use base64::Engine as _;
+                        let mut framed = vec![1u8, 1, b'v', 0, 32];
+                        framed.extend([9u8; 32]);
+                        format!(
+                            r#"{{"data":{{"plaintext":"{}"}}}}"#,
+                            base64::engine::general_purpose::STANDARD.encode(framed)
+                        )
+                    };
+                    let mut w = r.get_ref().try_clone().unwrap();
+                    write!(
+                        w,
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .unwrap();
+                }
+            });
+        }
+    });
+    let err = client(&url)
+        .wrap(
+            &Dek::from_slice(&[7u8; 32]).unwrap(),
+            &VolumeId::new("v").unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
+    assert!(
+        err.message().contains("does not unwrap to the same key"),
+        "{err}"
+    );
+}

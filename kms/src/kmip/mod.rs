@@ -5,7 +5,12 @@
 //! * KMIP 1.2/1.3 servers: AES-CBC with PKCS#5 padding and a random 16-byte IV, of the DEK framed
 //!   with its volume id (checked after decryption).
 //!
-//! One TLS connection is kept and reused; a stale one is replaced once per request.
+//! One TLS connection is kept and reused; a stale one is replaced once per request. A request
+//! takes the connection out of its slot for the whole exchange and puts it back only after a
+//! complete, matching answer: a request that times out or is dropped mid-exchange drops the
+//! connection with it, so a late answer is never read as the answer to a later request. Every
+//! request carries a random Unique Batch Item ID and an answer carrying another one is refused.
+//! [`KmipClient::wrap`] unwraps its own result and compares it with the key before returning.
 
 pub mod ttlv;
 
@@ -49,6 +54,7 @@ mod tag {
     pub(super) const RESULT_MESSAGE: u32 = 0x42007D;
     pub(super) const RESULT_REASON: u32 = 0x42007E;
     pub(super) const RESULT_STATUS: u32 = 0x42007F;
+    pub(super) const UNIQUE_BATCH_ITEM_ID: u32 = 0x420093;
     pub(super) const UNIQUE_IDENTIFIER: u32 = 0x420094;
     pub(super) const DATA: u32 = 0x4200C2;
     pub(super) const TAG_LENGTH: u32 = 0x4200CE;
@@ -108,7 +114,17 @@ fn pv((major, minor): ProtocolVersion) -> Item {
     )
 }
 
-fn request(version: ProtocolVersion, op: u32, payload: Vec<Item>) -> Item {
+/// Length of the random Unique Batch Item ID sent with every request.
+const BATCH_ID_LEN: usize = 8;
+
+/// A random Unique Batch Item ID.
+fn batch_id() -> Result<[u8; BATCH_ID_LEN]> {
+    let mut id = [0u8; BATCH_ID_LEN];
+    getrandom::fill(&mut id).map_err(|e| Error::unavailable(format!("no randomness: {e}")))?;
+    Ok(id)
+}
+
+fn request(version: ProtocolVersion, op: u32, id: &[u8], payload: Vec<Item>) -> Item {
     Item::structure(
         tag::REQUEST_MESSAGE,
         vec![
@@ -120,11 +136,28 @@ fn request(version: ProtocolVersion, op: u32, payload: Vec<Item>) -> Item {
                 tag::BATCH_ITEM,
                 vec![
                     Item::new(tag::OPERATION, Value::Enumeration(op)),
+                    bytes(tag::UNIQUE_BATCH_ITEM_ID, id),
                     Item::structure(tag::REQUEST_PAYLOAD, payload),
                 ],
             ),
         ],
     )
+}
+
+/// Checks that `msg` answers the request with Unique Batch Item ID `id`: a Response Message
+/// whose batch item carries the same ID. KMIP requires the server to echo the ID; an answer
+/// without one is accepted (the connection handling alone already keeps answers in order),
+/// an answer with another one is refused.
+fn check_answers(msg: &Item, id: &[u8]) -> std::result::Result<(), &'static str> {
+    if msg.tag.0 != tag::RESPONSE_MESSAGE {
+        return Err("not a Response Message");
+    }
+    let batch = msg.child(tag::BATCH_ITEM).ok_or("no Batch Item")?;
+    match batch.child(tag::UNIQUE_BATCH_ITEM_ID).map(|i| &i.value) {
+        None => Ok(()),
+        Some(Value::ByteString(got)) if got.as_slice() == id => Ok(()),
+        Some(_) => Err("the answer to another request (its Unique Batch Item ID differs)"),
+    }
 }
 
 fn bytes(tag_: u32, b: &[u8]) -> Item {
@@ -196,6 +229,24 @@ fn response_payload(msg: &Item, op: u32) -> Result<std::result::Result<Item, Fai
             "KMIP result status {s} (pending or undone): {message}"
         ))),
     }
+}
+
+/// Whether a server's failure text names a policy rejection rather than a failure.
+fn says_policy(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "permission",
+        "denied",
+        "not allowed",
+        "unauthori",
+        "forbidden",
+        "access right",
+        "policy",
+        "not active",
+        "must be in the active state",
+    ]
+    .iter()
+    .any(|w| m.contains(w))
 }
 
 impl KmipClient {
@@ -308,23 +359,56 @@ impl KmipClient {
         })
     }
 
-    /// Sends one request, reusing the open connection; a stale one is replaced once.
-    async fn roundtrip(&self, req: &Item) -> Result<Item> {
+    /// One exchange on `stream` whose answer must carry Unique Batch Item ID `id`.
+    async fn exchange_checked(
+        &self,
+        stream: &mut TlsStream<TcpStream>,
+        req: &[u8],
+        id: &[u8],
+    ) -> Result<Item> {
+        let resp = self.exchange(stream, req).await?;
+        check_answers(&resp, id).map_err(|why| {
+            Error::unavailable(format!(
+                "malformed KMIP response from {}: {why}",
+                self.endpoint
+            ))
+        })?;
+        Ok(resp)
+    }
+
+    /// Puts a connection that completed an exchange back, unless another one already is.
+    async fn keep(&self, stream: TlsStream<TcpStream>) {
+        let mut slot = self.conn.lock().await;
+        if slot.is_none() {
+            *slot = Some(stream);
+        }
+    }
+
+    /// Sends one request with Unique Batch Item ID `id`, reusing the kept connection; a stale
+    /// one is replaced once.
+    ///
+    /// The connection is taken out of its slot for the exchange and put back only after a
+    /// complete answer with the right ID: if the time limit fires or the caller drops this
+    /// future mid-exchange, the connection is dropped with it, never reused with an answer
+    /// still on its way. Concurrent requests open connections of their own meanwhile.
+    async fn roundtrip(&self, req: &Item, id: &[u8]) -> Result<Item> {
         let bytes = ttlv::encode(req);
         let fut = async {
-            let mut guard = self.conn.lock().await;
-            if let Some(stream) = guard.as_mut() {
-                match self.exchange(stream, &bytes).await {
-                    Ok(resp) => return Ok(resp),
+            let kept = self.conn.lock().await.take();
+            if let Some(mut stream) = kept {
+                match self.exchange_checked(&mut stream, &bytes, id).await {
+                    Ok(resp) => {
+                        self.keep(stream).await;
+                        return Ok(resp);
+                    }
                     Err(e) => {
                         tracing::debug!(error = %e, "reused KMIP connection failed, reconnecting");
-                        *guard = None;
                     }
                 }
             }
             let mut stream = self.connect().await?;
-            let resp = self.exchange(&mut stream, &bytes).await?;
-            *guard = Some(stream);
+            let resp = self.exchange_checked(&mut stream, &bytes, id).await?;
+            self.keep(stream).await;
             Ok(resp)
         };
         tokio::time::timeout(self.timeouts.request, fut)
@@ -348,8 +432,9 @@ impl KmipClient {
 
     async fn discover(&self) -> Result<ProtocolVersion> {
         let offer: Vec<Item> = SUPPORTED_VERSIONS.iter().map(|v| pv(*v)).collect();
+        let id = batch_id()?;
         let resp = self
-            .roundtrip(&request((1, 2), OP_DISCOVER_VERSIONS, offer))
+            .roundtrip(&request((1, 2), OP_DISCOVER_VERSIONS, &id, offer), &id)
             .await?;
         let payload = match response_payload(&resp, OP_DISCOVER_VERSIONS)? {
             Ok(p) => p,
@@ -388,6 +473,17 @@ impl KmipClient {
             Some(0x0C | 0x0B) => Error::denied(format!(
                 "{ctx}: permission denied (is the key Active and owned by the certificate's subject?) ({m})"
             )),
+            // Object archived, attestation required or failed: the server's policy.
+            Some(0x0D | 0x14 | 0x15) => Error::denied(format!(
+                "{ctx}: refused by the server's policy (result reason {:#x}) ({m})",
+                f.reason.unwrap_or_default()
+            )),
+            // General Failure says nothing by itself: a policy rejection when the server's text
+            // says so (Denied); otherwise, on Decrypt, what PyKMIP reports for a failed GCM
+            // authentication or CBC padding, i.e. tampering (Integrity).
+            Some(0x100) if says_policy(m) => {
+                Error::denied(format!("{ctx}: refused by the server's policy ({m})"))
+            }
             Some(0x07 | 0x0A | 0x100) if decrypt => Error::integrity(format!(
                 "{ctx}: the server cannot decrypt the wrapped key (tampered, wrong volume or wrong key) ({m})"
             )),
@@ -406,7 +502,10 @@ impl KmipClient {
         name: &str,
         payload: Vec<Item>,
     ) -> Result<Item> {
-        let resp = self.roundtrip(&request(version, op, payload)).await?;
+        let id = batch_id()?;
+        let resp = self
+            .roundtrip(&request(version, op, &id, payload), &id)
+            .await?;
         response_payload(&resp, op)?.map_err(|f| self.failure(f, name))
     }
 
@@ -443,6 +542,7 @@ impl KmipClient {
     }
 
     /// Wraps a DEK: AES-GCM with the volume id as additional data on KMIP 1.4, else AES-CBC.
+    /// The result is unwrapped and compared with `dek` (constant time) before it is returned.
     pub async fn wrap(&self, dek: &Dek, volume: &VolumeId) -> Result<WrappedKey> {
         let negotiated = self.protocol_version().await?;
         let version = negotiated.min(self.max_version);
@@ -498,7 +598,7 @@ impl KmipClient {
         } else {
             None
         };
-        Ok(WrappedKey {
+        let record = WrappedKey {
             kms_type: KmsType::Kmip,
             endpoint: self.endpoint.clone(),
             key_id: self.key_id.clone(),
@@ -511,14 +611,27 @@ impl KmipClient {
             ciphertext: B64.encode(ct),
             volume_id: volume.clone(),
             created_at: now_rfc3339(),
-        })
+        };
+        // Never hand out a record that does not give back this very key (a crossed or
+        // corrupted answer): unwrap it and compare in constant time.
+        let back = self
+            .unwrap(&record, volume)
+            .await
+            .map_err(|e| crate::verify_failed(&e))?;
+        crate::check_same_key(&back, dek)?;
+        Ok(record)
     }
 
     /// Unwraps a record made by [`KmipClient::wrap`].
+    /// [`KmsConfig::check_record`] against this client's configuration.
+    pub(crate) fn check_record(&self, key: &WrappedKey) -> Result<()> {
+        self.target.check_record(key)
+    }
+
     /// The record must name this client's endpoint and key ([`KmsConfig::check_record`]) and
     /// belong to `volume`; both are checked before any request.
     pub async fn unwrap(&self, key: &WrappedKey, volume: &VolumeId) -> Result<Dek> {
-        self.target.check_record(key)?;
+        self.check_record(key)?;
         if key.volume_id != *volume {
             return Err(Error::integrity(format!(
                 "the wrapped key belongs to volume {}, not to {volume}",
@@ -597,6 +710,7 @@ mod tests {
         let r = request(
             (1, 4),
             OP_ENCRYPT,
+            b"12345678",
             vec![Item::new(
                 tag::UNIQUE_IDENTIFIER,
                 Value::TextString("1".into()),
@@ -615,6 +729,95 @@ mod tests {
             parse_version(hdr.child(tag::PROTOCOL_VERSION).unwrap()),
             Some((1, 4))
         );
+    }
+
+    #[test]
+    fn answers_must_carry_the_requests_batch_id() {
+        let with_id = |id: Option<&[u8]>| {
+            let mut batch = vec![Item::new(tag::OPERATION, Value::Enumeration(OP_ENCRYPT))];
+            if let Some(id) = id {
+                batch.push(bytes(tag::UNIQUE_BATCH_ITEM_ID, id));
+            }
+            batch.push(Item::new(tag::RESULT_STATUS, Value::Enumeration(0)));
+            Item::structure(
+                tag::RESPONSE_MESSAGE,
+                vec![
+                    Item::structure(tag::RESPONSE_HEADER, vec![pv((1, 4))]),
+                    Item::structure(tag::BATCH_ITEM, batch),
+                ],
+            )
+        };
+        assert_eq!(
+            check_answers(&with_id(Some(b"id-00001")), b"id-00001"),
+            Ok(())
+        );
+        assert!(
+            check_answers(&with_id(Some(b"id-00002")), b"id-00001")
+                .unwrap_err()
+                .contains("another request")
+        );
+        // KMIP requires the echo; a server that omits it is still understood.
+        assert_eq!(check_answers(&with_id(None), b"id-00001"), Ok(()));
+        let not_response = Item::structure(tag::REQUEST_MESSAGE, vec![]);
+        assert!(check_answers(&not_response, b"id-00001").is_err());
+        // Every request carries a fresh random ID.
+        let r = request((1, 4), OP_ENCRYPT, &batch_id().unwrap(), vec![]);
+        let batch = r.child(tag::BATCH_ITEM).unwrap();
+        assert!(matches!(
+            batch.child(tag::UNIQUE_BATCH_ITEM_ID).map(|i| &i.value),
+            Some(Value::ByteString(id)) if id.len() == BATCH_ID_LEN
+        ));
+        assert_ne!(batch_id().unwrap(), batch_id().unwrap());
+    }
+
+    fn test_client() -> KmipClient {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["client".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let secrets = [
+            ("ca.crt".to_owned(), cert.pem()),
+            ("tls.crt".to_owned(), cert.pem()),
+            ("tls.key".to_owned(), key.serialize_pem()),
+        ]
+        .into();
+        let cfg = KmsConfig::new(KmsType::Kmip, "10.0.0.1:5696", "7", None, &secrets).unwrap();
+        KmipClient::new(&cfg).unwrap()
+    }
+
+    /// Policy rejections are Denied, tampering stays Integrity (issue 9, item 16).
+    #[test]
+    fn failure_classes() {
+        use crate::ErrorKind::*;
+        let c = test_client();
+        let kind = |reason: u32, message: &str, op: &str| {
+            c.failure(
+                Failure {
+                    reason: Some(reason),
+                    message: message.to_owned(),
+                },
+                op,
+            )
+            .kind()
+        };
+        // PyKMIP's General Failure for a failed GCM tag or CBC padding: tampering.
+        let pykmip = "Operation failed. See the server logs for more information.";
+        assert_eq!(kind(0x100, pykmip, "Decrypt"), Integrity);
+        assert_eq!(kind(0x0A, "bad tag", "Decrypt"), Integrity);
+        assert_eq!(kind(0x100, pykmip, "Encrypt"), Unavailable);
+        // General Failure whose text is a policy rejection: Denied, for either operation.
+        for op in ["Decrypt", "Encrypt"] {
+            assert_eq!(
+                kind(0x100, "Unauthorized: user has no Decrypt access right", op),
+                Denied
+            );
+            assert_eq!(kind(0x100, "Permission denied by policy", op), Denied);
+        }
+        assert_eq!(kind(0x0C, "", "Decrypt"), Denied);
+        assert_eq!(kind(0x15, "attestation failed", "Decrypt"), Denied);
+        assert_eq!(kind(0x0D, "archived", "Encrypt"), Denied);
+        assert_eq!(kind(0x01, "", "Decrypt"), NotFound);
     }
 
     #[test]
