@@ -116,6 +116,11 @@ impl Proc {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+    /// Lets a frozen server run again.
+    pub fn thaw(&self) {
+        self.signal_group("-CONT");
+    }
+
     pub fn kill(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             self.signal_group("-KILL");

@@ -1,0 +1,224 @@
+//! Faults on a real kernel, through the driver's socket: KMS outages and revoked credentials,
+//! lost records, destroyed or foreign data, crashes in the middle of a first stage, plugin
+//! restarts. Nothing may be lost and nothing may be formatted over.
+
+mod vm_support;
+
+use std::fs;
+use std::path::Path;
+
+use vm_support::*;
+
+const GIB: i64 = 1 << 30;
+
+/// A staged and published encrypted ext4 volume.
+struct Mounted {
+    v: csi::proto::Volume,
+    staging: std::path::PathBuf,
+    target: std::path::PathBuf,
+}
+
+fn mounted(rig: &mut Rig, name: &str, url: &str, token: &str) -> Mounted {
+    let v = rig.create(name, GIB, &transit_params(url), false).unwrap();
+    let staging = rig.path(&format!("staging-{}", v.volume_id));
+    let target = rig.path(&format!("target-{}", v.volume_id));
+    rig.stage(&v, &staging, cap(false, "ext4"), &token_secrets(token))
+        .unwrap();
+    rig.publish(&v.volume_id, &staging, &target, cap(false, "ext4"), false)
+        .unwrap();
+    Mounted { v, staging, target }
+}
+
+fn code(r: Result<impl std::fmt::Debug, tonic::Status>) -> (tonic::Code, String) {
+    let e = r.expect_err("the call must fail");
+    (e.code(), e.message().to_owned())
+}
+
+#[test]
+fn vm_transit_outage_never_disturbs_mounted_volumes() {
+    require_privileged!();
+    let (bao, token) = bao();
+    let mut rig = Rig::new();
+    let m = mounted(&mut rig, "pvc-outage", &bao.url, &token);
+    fs::write(m.target.join("before"), b"written before the outage").unwrap();
+
+    // The KMS stops answering (SIGSTOP: the process is there, nothing answers).
+    bao.proc.freeze();
+    fs::write(m.target.join("during"), b"written during the outage").unwrap();
+    sh("sync");
+    assert_eq!(
+        fs::read(m.target.join("before")).unwrap(),
+        b"written before the outage"
+    );
+    // A new stage needs the KMS: UNAVAILABLE (retryable), never anything destructive.
+    let v2 = rig
+        .create("pvc-outage-2", GIB, &transit_params(&bao.url), false)
+        .unwrap();
+    let staging2 = rig.path("staging-2");
+    let (c, msg) = code(rig.stage(&v2, &staging2, cap(false, "ext4"), &token_secrets(&token)));
+    assert_eq!(c, tonic::Code::Unavailable, "{msg}");
+    assert!(!rig.record_file(&v2.volume_id).exists());
+    // Unpublish/unstage of the mounted volume need no KMS either.
+    rig.unpublish(&m.v.volume_id, &m.target).unwrap();
+    rig.unstage(&m.v.volume_id, &m.staging).unwrap();
+
+    // The KMS is back: both stage, the data is there.
+    bao.proc.thaw();
+    rig.stage(&m.v, &m.staging, cap(false, "ext4"), &token_secrets(&token))
+        .unwrap();
+    assert_eq!(
+        fs::read(m.staging.join("during")).unwrap(),
+        b"written during the outage"
+    );
+    rig.stage(&v2, &staging2, cap(false, "ext4"), &token_secrets(&token))
+        .unwrap();
+}
+
+#[test]
+fn vm_revoked_token_is_permission_denied() {
+    require_privileged!();
+    let (bao, token) = bao();
+    let mut rig = Rig::new();
+    let m = mounted(&mut rig, "pvc-revoked", &bao.url, &token);
+    rig.unpublish(&m.v.volume_id, &m.target).unwrap();
+    rig.unstage(&m.v.volume_id, &m.staging).unwrap();
+    bao.revoke(&token);
+    let (c, msg) = code(rig.stage(&m.v, &m.staging, cap(false, "ext4"), &token_secrets(&token)));
+    assert_eq!(c, tonic::Code::PermissionDenied, "{msg}");
+    // A fresh token stages again.
+    let fresh = bao.policy_token(KEK, "");
+    rig.stage(&m.v, &m.staging, cap(false, "ext4"), &token_secrets(&fresh))
+        .unwrap();
+}
+
+#[test]
+fn vm_deleted_record_is_restored_from_the_luks2_token() {
+    require_privileged!();
+    let (bao, token) = bao();
+    let mut rig = Rig::new();
+    let m = mounted(&mut rig, "pvc-restore", &bao.url, &token);
+    fs::write(m.target.join("f"), b"kept").unwrap();
+    rig.unpublish(&m.v.volume_id, &m.target).unwrap();
+    rig.unstage(&m.v.volume_id, &m.staging).unwrap();
+    let record = fs::read(rig.record_file(&m.v.volume_id)).unwrap();
+    fs::remove_file(rig.record_file(&m.v.volume_id)).unwrap();
+
+    rig.stage(&m.v, &m.staging, cap(false, "ext4"), &token_secrets(&token))
+        .unwrap();
+    assert_eq!(fs::read(m.staging.join("f")).unwrap(), b"kept");
+    let restored = fs::read(rig.record_file(&m.v.volume_id)).unwrap();
+    assert_eq!(restored, record, "the same record, state formatted");
+    assert!(rig.logs().contains("restored it from the LUKS2 token"));
+}
+
+#[test]
+fn vm_blank_device_with_a_formatted_record_is_never_formatted() {
+    require_privileged!();
+    let (bao, token) = bao();
+    let mut rig = Rig::new();
+    let m = mounted(&mut rig, "pvc-zeroed", &bao.url, &token);
+    rig.unpublish(&m.v.volume_id, &m.target).unwrap();
+    rig.unstage(&m.v.volume_id, &m.staging).unwrap();
+    // Both header copies (and the keyslot area) destroyed: the device reads blank at its start.
+    sh(&format!(
+        "dd if=/dev/zero of={} bs=1M count=16 conv=notrunc status=none",
+        rig.image(&m.v.volume_id).display()
+    ));
+    let before = fs::read(rig.image(&m.v.volume_id)).unwrap();
+    let (c, msg) = code(rig.stage(&m.v, &m.staging, cap(false, "ext4"), &token_secrets(&token)));
+    assert_eq!(c, tonic::Code::FailedPrecondition, "{msg}");
+    assert!(msg.contains("refusing to format"), "{msg}");
+    assert_eq!(fs::read(rig.image(&m.v.volume_id)).unwrap(), before, "device untouched");
+}
+
+#[test]
+fn vm_device_with_data_but_no_record_is_refused() {
+    require_privileged!();
+    let (bao, token) = bao();
+    let mut rig = Rig::new();
+    let v = rig
+        .create("pvc-foreign", GIB, &transit_params(&bao.url), false)
+        .unwrap();
+    // Someone's filesystem on the device, no record.
+    sh(&format!("mkfs.ext4 -q -F {}", rig.image(&v.volume_id).display()));
+    let before = fs::read(rig.image(&v.volume_id)).unwrap();
+    let staging = rig.path("staging");
+    let (c, msg) = code(rig.stage(&v, &staging, cap(false, "ext4"), &token_secrets(&token)));
+    assert_eq!(c, tonic::Code::FailedPrecondition, "{msg}");
+    assert!(msg.contains("ext"), "{msg}");
+    assert_eq!(fs::read(rig.image(&v.volume_id)).unwrap(), before, "device untouched");
+    assert!(!rig.record_file(&v.volume_id).exists());
+
+    // A stray non-zero byte in the last MiB is data too.
+    let v2 = rig
+        .create("pvc-foreign-2", GIB, &transit_params(&bao.url), false)
+        .unwrap();
+    sh(&format!(
+        "printf x | dd of={} bs=1 seek={} conv=notrunc status=none",
+        rig.image(&v2.volume_id).display(),
+        GIB - 100
+    ));
+    let (c, msg) = code(rig.stage(&v2, &rig.path("staging-2"), cap(false, "ext4"), &token_secrets(&token)));
+    assert_eq!(c, tonic::Code::FailedPrecondition, "{msg}");
+}
+
+#[test]
+fn vm_killed_first_stage_converges() {
+    require_privileged!();
+    let (bao, token) = bao();
+    for point in ["after-record", "after-format", "before-activate"] {
+        let mut rig = Rig::new();
+        let v = rig
+            .create(&format!("pvc-crash-{point}"), GIB, &transit_params(&bao.url), false)
+            .unwrap();
+        let staging = rig.path("staging");
+        // Restart the driver with the crash point armed: the first stage dies there.
+        rig.kill();
+        rig.env = vec![("ONMETAL_CSI_CRASH_AT".into(), point.into())];
+        rig.start();
+        assert!(rig
+            .stage(&v, &staging, cap(false, "ext4"), &token_secrets(&token))
+            .is_err());
+        let status = rig.wait_exit();
+        assert!(!status.success(), "{point}: the driver died at the crash point");
+        rig.env.clear();
+        rig.start();
+        rig.stage(&v, &staging, cap(false, "ext4"), &token_secrets(&token))
+            .unwrap_or_else(|e| panic!("{point}: retry after the crash: {e}"));
+        fs::write(staging.join("f"), point).unwrap();
+        rig.unstage(&v.volume_id, &staging).unwrap();
+        rig.stage(&v, &staging, cap(false, "ext4"), &token_secrets(&token))
+            .unwrap();
+        assert_eq!(fs::read_to_string(staging.join("f")).unwrap(), point);
+        let rec = fs::read_to_string(rig.record_file(&v.volume_id)).unwrap();
+        assert!(rec.contains("\"state\":\"formatted\""), "{point}: {rec}");
+    }
+}
+
+#[test]
+fn vm_plugin_restart_keeps_staged_volumes() {
+    require_privileged!();
+    let (bao, token) = bao();
+    let mut rig = Rig::new();
+    let m = mounted(&mut rig, "pvc-restart", &bao.url, &token);
+    fs::write(m.target.join("f"), b"survives").unwrap();
+    rig.kill();
+    // The mount keeps working without the plugin.
+    assert_eq!(fs::read(m.target.join("f")).unwrap(), b"survives");
+    rig.start();
+    // State comes from the kernel: a repeated stage and publish are no-ops, unpublish and
+    // unstage work, and no KMS call is needed for any of them.
+    bao.proc.freeze();
+    rig.stage(&m.v, &m.staging, cap(false, "ext4"), &token_secrets(&token))
+        .unwrap();
+    let t2 = rig.path("target-2");
+    rig.publish(&m.v.volume_id, &m.staging, &t2, cap(false, "ext4"), true)
+        .unwrap();
+    assert_eq!(fs::read(t2.join("f")).unwrap(), b"survives");
+    assert!(fs::write(t2.join("g"), b"x").is_err(), "read-only publish");
+    rig.unpublish(&m.v.volume_id, &t2).unwrap();
+    rig.unpublish(&m.v.volume_id, &m.target).unwrap();
+    rig.unstage(&m.v.volume_id, &m.staging).unwrap();
+    assert!(!Path::new(&format!("/dev/mapper/onmetal-csi-{}", m.v.volume_id)).exists());
+    bao.proc.thaw();
+}
