@@ -2,16 +2,16 @@
 //!
 //! - Backup (`luksHeaderBackup`): the first `2 * hdr_size + keyslots_size` bytes of the device
 //!   (both header copies and every keyslot area) into a new file of mode 0400.
-//! - Restore (`luksHeaderRestore`): the backup must be a valid LUKS2 header whose size matches
-//!   its own geometry; if the device holds a LUKS2 header, its geometry (header and keyslots
+//! - Restore (`luksHeaderRestore`): the backup (a file of at most [`MAX_BACKUP_SIZE`], 136 MiB)
+//!   must be a valid LUKS2 header whose size matches its own geometry; if the device holds a LUKS2 header, its geometry (header and keyslots
 //!   sizes, data offset) must be the same.
 //! - Repair: rewrites a damaged or stale header copy from the good one (fresh salt), refusing when
 //!   another known signature (a filesystem, swap) is on the device, as cryptsetup does.
 //! - Erase (`luksErase`): removes every keyslot from the metadata, then wipes the whole keyslots
 //!   area with random data.
 
-use std::fs::OpenOptions;
-use std::io::Write;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -20,6 +20,10 @@ use crate::format::{Signature, detect_signature};
 use crate::header::{self, Header, RepairOutcome};
 use crate::io::{Device, ReadAt, ReadOnly, with_exclusive_lock};
 use crate::keyslot::wipe_area;
+use crate::metadata::{HDR_SIZES, MAX_KEYSLOTS_SIZE};
+
+/// The largest header copy (4 MiB).
+const MAX_HDR_SIZE: u64 = HDR_SIZES[HDR_SIZES.len() - 1];
 
 fn area_len(h: &Header) -> Result<usize> {
     usize::try_from(h.header_area_size())
@@ -54,9 +58,35 @@ pub fn header_backup<D: Device + ?Sized>(dev: &D, path: &Path) -> Result<u64> {
     Ok(buf.len() as u64)
 }
 
-/// Validates a header backup image and returns its header and the bytes to restore.
+/// The largest header area, and so the largest header backup: two 4 MiB header copies and a
+/// 128 MiB keyslots area.
+pub const MAX_BACKUP_SIZE: u64 = 2 * MAX_HDR_SIZE + MAX_KEYSLOTS_SIZE;
+
+/// Validates a header backup image and returns its header and the bytes to restore. A file
+/// larger than [`MAX_BACKUP_SIZE`] is refused without reading it (or, for something without a
+/// size such as a pipe or a character device, after reading just past that size).
 pub fn read_backup(path: &Path) -> Result<(Header, Vec<u8>)> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io("reading the header backup", e))?;
+    let too_large = || {
+        Error::InvalidArgument(format!(
+            "header backup file {} is larger than a LUKS2 header area can be ({MAX_BACKUP_SIZE} \
+             bytes)",
+            path.display()
+        ))
+    };
+    let file = File::open(path).map_err(|e| Error::io("opening the header backup", e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io("inspecting the header backup", e))?;
+    if meta.len() > MAX_BACKUP_SIZE {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_BACKUP_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io("reading the header backup", e))?;
+    if bytes.len() as u64 > MAX_BACKUP_SIZE {
+        return Err(too_large());
+    }
     let h = header::read_bytes(&bytes)?;
     let len = area_len(&h)?;
     let area = bytes

@@ -348,22 +348,44 @@ fn open_device(path: &Path, write: bool) -> Result<File, CliError> {
 
 /// Reads a whole key file (`-`: stdin) into zeroizing memory.
 fn read_key_file(name: &str) -> Result<Passphrase, CliError> {
-    let mut buf = Zeroizing::new(Vec::new());
     let res = if name == "-" {
+        // A duplicate of fd 0 read directly: std's stdin would keep the key in its own buffer.
+        use std::os::fd::AsFd;
         std::io::stdin()
-            .lock()
-            .take(MAX_KEY_FILE + 1)
-            .read_to_end(&mut buf)
+            .as_fd()
+            .try_clone_to_owned()
+            .and_then(|fd| read_secret(File::from(fd), MAX_KEY_FILE))
     } else {
-        File::open(name).and_then(|f| f.take(MAX_KEY_FILE + 1).read_to_end(&mut buf))
+        File::open(name).and_then(|f| read_secret(f, MAX_KEY_FILE))
     };
-    res.map_err(|e| CliError::Usage(format!("failed to read key file {name}: {e}")))?;
+    let buf = res.map_err(|e| CliError::Usage(format!("failed to read key file {name}: {e}")))?;
     if buf.len() as u64 > MAX_KEY_FILE {
         return Err(CliError::Usage(format!(
             "key file {name} is larger than {MAX_KEY_FILE} bytes"
         )));
     }
     Ok(Passphrase::from_zeroizing(buf))
+}
+
+/// Reads up to `max + 1` bytes of a secret from `r` (one more than allowed, so that the caller
+/// sees a file that is too large) into a single zeroizing buffer sized up front: it never grows,
+/// so no copy of the secret is left in a freed reallocation. The result is copied into an
+/// exact-size zeroizing buffer and the large one is wiped.
+fn read_secret(mut r: impl Read, max: u64) -> std::io::Result<Zeroizing<Vec<u8>>> {
+    let cap = usize::try_from(max)
+        .map_err(std::io::Error::other)?
+        .saturating_add(1);
+    let mut buf = Zeroizing::new(vec![0u8; cap]);
+    let mut len = 0;
+    while let Some(dst) = buf.get_mut(len..).filter(|d| !d.is_empty()) {
+        match r.read(dst) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Zeroizing::new(buf.get(..len).unwrap_or_default().to_vec()))
 }
 
 fn read_text_file(name: &str) -> Result<String, CliError> {
@@ -532,5 +554,59 @@ fn main() -> ExitCode {
             eprintln!("luks2: {}", e.message());
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A reader that hands out its data a few bytes at a time and records where each `read`
+    /// was asked to write.
+    struct Trickle {
+        data: Vec<u8>,
+        pos: usize,
+        targets: Vec<(usize, usize)>,
+    }
+
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let rest = self.data.get(self.pos..).unwrap_or_default();
+            let n = rest.len().min(buf.len()).min(7);
+            buf[..n].copy_from_slice(&rest[..n]);
+            self.pos += n;
+            self.targets.push((buf.as_ptr() as usize, n));
+            Ok(n)
+        }
+    }
+
+    /// Every read lands in one buffer, one after the other: the key never moves to a grown
+    /// allocation (which would leave the old, unwiped one behind).
+    #[test]
+    fn key_file_is_read_into_one_buffer_that_never_grows() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| i.to_le_bytes()[0] ^ 0x5a).collect();
+        let mut r = Trickle {
+            data: data.clone(),
+            pos: 0,
+            targets: Vec::new(),
+        };
+        let got = read_secret(&mut r, MAX_KEY_FILE).unwrap();
+        assert_eq!(&got[..], &data[..]);
+        let mut expected = r.targets[0].0;
+        for (k, &(at, n)) in r.targets.iter().enumerate() {
+            assert_eq!(at, expected, "read {k} went to another buffer");
+            expected += n;
+        }
+    }
+
+    #[test]
+    fn key_file_limit() {
+        let exact = read_secret(&[1u8; 64][..], 64).unwrap();
+        assert_eq!(exact.len(), 64);
+        // One byte more than allowed is read, so the caller can refuse the file.
+        let over = read_secret(&[1u8; 100][..], 64).unwrap();
+        assert_eq!(over.len(), 65);
+        assert!(read_secret(&[][..], 64).unwrap().is_empty());
     }
 }
