@@ -3,6 +3,11 @@
 //! Ordering for crash safety: a new keyslot's area is written and synced before the metadata that
 //! references it; a removed keyslot leaves the metadata before its area is wiped. So after a
 //! crash at any point the header opens to the old or the new set of keyslots.
+//!
+//! Concurrency: the KDF runs outside the device lock; under the lock, before any keyslot area is
+//! written, [`header::begin_update_locked`] checks that the on-disk header is still the one the
+//! free area was chosen from (same UUID and `seqid`), so a concurrent writer's keyslot or a
+//! concurrent re-format is never written over.
 
 use zeroize::Zeroizing;
 
@@ -440,6 +445,9 @@ fn store_keyslot<D: Device + ?Sized>(
         header::write_new(dev, &mut updated)?;
     } else {
         with_exclusive_lock(dev, |dev| {
+            // The area chosen above is free only in the header we read: check that it is still
+            // the one on disk before writing into the keyslots area.
+            header::begin_update_locked(dev, header)?;
             write_area(dev)?;
             header::write_locked(dev, &mut updated)
         })?;
@@ -483,6 +491,7 @@ pub fn replace_keyslot<D: Device + ?Sized>(
         .keyslots
         .insert(id, Keyslot::Luks2(prepared.keyslot));
     with_exclusive_lock(dev, |dev| {
+        header::begin_update_locked(dev, header)?;
         dev.write_all_at(offset, &prepared.material)
             .map_err(|e| Error::io("writing the keyslot area", e))?;
         dev.sync()

@@ -452,19 +452,52 @@ pub fn write<D: Device + ?Sized>(dev: &mut D, header: &mut Header) -> Result<()>
 }
 
 /// [`write()`] for a caller that already holds the device lock (e.g. across a keyslot-area write
-/// and the header update).
+/// and the header update). Runs [`begin_update_locked`] first, so it also refuses a header that
+/// changed on disk and repairs a stale copy before writing.
 pub fn write_locked<D: Device + ?Sized>(dev: &mut D, header: &mut Header) -> Result<()> {
     let area = prepare(header)?;
-    if let Ok(on_disk) = read(&*dev)
-        && on_disk.uuid == header.uuid
-        && on_disk.seqid != header.seqid
-    {
+    begin_update_locked(dev, header)?;
+    write_both(dev, header, &area)
+}
+
+/// The first step of every update, under the device lock and before anything belonging to the
+/// update (a keyslot area included) is written:
+///
+/// 1. the on-disk header must still be the one `header` was read from: same UUID and `seqid`
+///    (cryptsetup compares the `seqid`; we also compare the UUID, so that a concurrent re-format
+///    is never written over, and refuse a device whose header no longer reads at all). Any
+///    difference is [`Error::Busy`], and nothing has been written.
+/// 2. a header copy that is stale (lower `seqid`, left by a crash between the two copy writes) or
+///    damaged is rewritten from the current one first, as cryptsetup's auto-recovery does on
+///    load. Otherwise the update would write the primary while the secondary still holds an
+///    older generation, whose keyslots may point at areas this update reuses: a torn primary
+///    write would then leave only that older copy.
+pub fn begin_update_locked<D: Device + ?Sized>(dev: &mut D, header: &Header) -> Result<()> {
+    let on_disk = match load(&*dev) {
+        Ok(l) => l,
+        Err(e) => {
+            return Err(Error::Busy(format!(
+                "the LUKS2 header on the device no longer reads ({e}); concurrent change?"
+            )));
+        }
+    };
+    if on_disk.header.uuid != header.uuid {
         return Err(Error::Busy(format!(
-            "concurrent LUKS2 metadata update detected (on-disk seqid {}, expected {})",
-            on_disk.seqid, header.seqid
+            "concurrent LUKS2 re-format detected (on-disk UUID {}, expected {})",
+            on_disk.header.uuid(),
+            header.uuid()
         )));
     }
-    write_both(dev, header, &area)
+    if on_disk.header.seqid != header.seqid {
+        return Err(Error::Busy(format!(
+            "concurrent LUKS2 metadata update detected (on-disk seqid {}, expected {})",
+            on_disk.header.seqid, header.seqid
+        )));
+    }
+    if on_disk.report.needs_repair() {
+        rewrite_other_copy(dev, &on_disk)?;
+    }
+    Ok(())
 }
 
 /// Writes a brand-new header (format), without comparing with whatever is on the device.
@@ -493,19 +526,25 @@ pub fn repair<D: Device + ?Sized>(dev: &mut D) -> Result<RepairOutcome> {
         if !loaded.report.needs_repair() {
             return Ok(RepairOutcome::NothingToDo);
         }
-        let target = match loaded.chosen {
-            Copy::Primary => Copy::Secondary,
-            Copy::Secondary => Copy::Primary,
-        };
-        let mut bin = loaded.header.binary(target, loaded.bin.seqid)?;
-        // Keep the good copy's binary fields exactly (label bytes, checksum algorithm).
-        bin.label = loaded.bin.label;
-        bin.subsystem = loaded.bin.subsystem;
-        bin.uuid = loaded.bin.uuid;
-        bin.checksum_alg = loaded.bin.checksum_alg;
-        write_copy(dev, &bin, &loaded.json_area)?;
-        Ok(RepairOutcome::Rewrote(target))
+        rewrite_other_copy(dev, &loaded).map(RepairOutcome::Rewrote)
     })
+}
+
+/// Rewrites the copy that was not chosen from the chosen one (same JSON bytes and seqid, fresh
+/// salt, the chosen copy's binary fields kept exactly). Returns the copy written.
+fn rewrite_other_copy<D: Device + ?Sized>(dev: &mut D, loaded: &Loaded) -> Result<Copy> {
+    let target = match loaded.chosen {
+        Copy::Primary => Copy::Secondary,
+        Copy::Secondary => Copy::Primary,
+    };
+    let mut bin = loaded.header.binary(target, loaded.bin.seqid)?;
+    // Keep the good copy's binary fields exactly (label bytes, checksum algorithm).
+    bin.label = loaded.bin.label;
+    bin.subsystem = loaded.bin.subsystem;
+    bin.uuid = loaded.bin.uuid;
+    bin.checksum_alg = loaded.bin.checksum_alg;
+    write_copy(dev, &bin, &loaded.json_area)?;
+    Ok(target)
 }
 
 #[cfg(test)]
