@@ -7,10 +7,12 @@
 //! primary at 0, the secondary at the primary's `hdr_size` (or, when the primary is unusable, at
 //! the first of the nine allowed offsets that holds a secondary header), the higher `seqid` wins.
 //! Unlike cryptsetup, reading never writes: [`ReadReport`] says which copy is bad or stale and
-//! [`repair`] rewrites it.
+//! [`repair`] rewrites it; the next update also rewrites it first ([`begin_update_locked`]).
+//! As in cryptsetup, a copy that needs recovery on a device that also carries another known
+//! signature makes reading fail with [`Error::AmbiguousSignatures`]; only [`repair`] proceeds.
 //!
 //! Writing ([`write()`]) takes the device lock, checks that the on-disk header did not change since
-//! it was read, bumps `seqid`, then for the primary and then the secondary copy: binary header
+//! it was read (same UUID and `seqid`), repairs a stale copy, bumps `seqid`, then for the primary and then the secondary copy: binary header
 //! with a zero checksum, JSON area, binary header with the checksum, fsync. A crash at any point
 //! leaves at least one valid copy holding either the old or the new metadata.
 
@@ -196,7 +198,24 @@ fn check_primary_version<D: Device + ?Sized>(dev: &D) -> Result<()> {
     Ok(())
 }
 
+/// Reads the header as cryptsetup's loader does. When one copy needs recovery (damaged or stale),
+/// cryptsetup first probes the device for signatures other than LUKS and refuses it with
+/// "Device contains ambiguous signatures, cannot auto-recover LUKS2." if it finds one (another
+/// format was probably written over the LUKS2 header); so do we, for every operation. Only an
+/// explicit [`repair`] skips the probe ([`load_unprobed`]).
 fn load<D: Device + ?Sized>(dev: &D) -> Result<Loaded> {
+    let loaded = load_unprobed(dev)?;
+    if loaded.report.needs_repair()
+        && let Some(sig) = crate::backup::detect_foreign_signature(dev)?
+    {
+        return Err(Error::AmbiguousSignatures {
+            signature: sig.name(),
+        });
+    }
+    Ok(loaded)
+}
+
+fn load_unprobed<D: Device + ?Sized>(dev: &D) -> Result<Loaded> {
     check_primary_version(dev)?;
     let primary = load_copy(dev, Copy::Primary, 0);
     let (secondary, secondary_offset) = match &primary {
@@ -522,7 +541,7 @@ pub enum RepairOutcome {
 /// under the device lock. Fails if neither copy is valid.
 pub fn repair<D: Device + ?Sized>(dev: &mut D) -> Result<RepairOutcome> {
     with_exclusive_lock(dev, |dev| {
-        let loaded = load(&*dev)?;
+        let loaded = load_unprobed(&*dev)?;
         if !loaded.report.needs_repair() {
             return Ok(RepairOutcome::NothingToDo);
         }
