@@ -1,9 +1,14 @@
 //! The `luks2` command where it used to differ from cryptsetup 2.6 (issue 9, items 7 and 9),
-//! each case run through both on the same image file: ambiguous signatures.
+//! each case run through both on the same image file: ambiguous signatures, "no usable
+//! keyslot", repair of a device without LUKS, kill-slot on a header with unknown mandatory
+//! requirements, and the `dump` lines for a legacy `argon2` KDF, an unbound keyslot and a
+//! keyring token.
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use luks2::header::binary::{self, BinaryHeader};
 
 const MIB: u64 = 1024 * 1024;
 const FAST: [&str; 4] = ["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"];
@@ -90,6 +95,26 @@ fn err(o: &Output) -> String {
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
+}
+
+/// Rewrites the JSON metadata of both header copies of `img` (checksums resealed, seqid kept).
+fn patch_json(img: &Path, f: impl Fn(&mut serde_json::Value)) {
+    let mut bytes = std::fs::read(img).unwrap();
+    let primary = BinaryHeader::parse(&bytes[..binary::BIN_HEADER_LEN]).unwrap();
+    let hdr_size = usize::try_from(primary.hdr_size).unwrap();
+    let json_area = &bytes[binary::BIN_HEADER_LEN..hdr_size];
+    let end = json_area.iter().position(|&b| b == 0).unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(&json_area[..end]).unwrap();
+    f(&mut v);
+    let mut area = serde_json::to_vec(&v).unwrap();
+    area.resize(hdr_size - binary::BIN_HEADER_LEN, 0);
+    for off in [0, hdr_size] {
+        let bin = BinaryHeader::parse(&bytes[off..off + binary::BIN_HEADER_LEN]).unwrap();
+        let sealed = binary::seal(&bin, &area).unwrap();
+        bytes[off..off + binary::BIN_HEADER_LEN].copy_from_slice(&sealed);
+        bytes[off + binary::BIN_HEADER_LEN..off + hdr_size].copy_from_slice(&area);
+    }
+    std::fs::write(img, bytes).unwrap();
 }
 
 /// Bytes 1024..4096 of a freshly made filesystem or swap image: an ext4 superblock or a swap
@@ -196,4 +221,210 @@ fn ambiguous_signatures_are_refused_like_cryptsetup_and_repair_proceeds() {
             0
         );
     }
+}
+
+#[test]
+fn no_usable_keyslot_is_exit_1_with_cryptsetups_message() {
+    let Some(t) = T::new() else { return };
+    let (k0, k1, k2) = (
+        t.file("k0", b"zero"),
+        t.file("k1", b"one"),
+        t.file("k2", b"two"),
+    );
+    let img = t.luks("u.img", &k0, &k1);
+    let i = s(&img);
+    // Keyslot 2 holds an unbound key; then the bound keyslots go.
+    let mut a = vec!["luksAddKey", "-q", "--unbound", "-s", "512"];
+    a.extend(FAST);
+    a.extend([i, s(&k2)]);
+    t.cs_ok(&a);
+    t.cs_ok(&["luksKillSlot", "-q", i, "0"]);
+    t.cs_ok(&["luksKillSlot", "-q", i, "1"]);
+
+    for k in [&k2, &k0] {
+        let cs = t.cs(&["open", "--test-passphrase", "--key-file", s(k), i]);
+        assert_eq!(code(&cs), 1);
+        assert!(
+            err(&cs).contains("No usable keyslot is available."),
+            "{}",
+            err(&cs)
+        );
+        let o = luks2(&["test-passphrase", "--key-file", s(k), i]);
+        assert_eq!(code(&o), 1, "{}", err(&o));
+        assert!(
+            err(&o).contains("No usable keyslot is available."),
+            "{}",
+            err(&o)
+        );
+        // cryptsetup 2.6.1's `luksDump --dump-volume-key` fails here too, but with a bare exit
+        // code 3 (a zero volume key size read as -ENOMEM); we keep the accurate message.
+        let o = luks2(&["volume-key", "--key-file", s(k), i]);
+        assert_eq!(code(&o), 1, "{}", err(&o));
+        assert!(
+            err(&o).contains("No usable keyslot is available."),
+            "{}",
+            err(&o)
+        );
+        assert!(o.stdout.is_empty());
+    }
+    // Naming the unbound keyslot works in both.
+    t.cs_ok(&[
+        "open",
+        "--test-passphrase",
+        "-S",
+        "2",
+        "--key-file",
+        s(&k2),
+        i,
+    ]);
+    let o = luks2(&[
+        "test-passphrase",
+        "--key-slot",
+        "2",
+        "--key-file",
+        s(&k2),
+        i,
+    ]);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+}
+
+#[test]
+fn repair_of_a_device_without_luks_is_not_a_valid_luks_device() {
+    let Some(t) = T::new() else { return };
+    let mut images = vec![t.img("zeros.img", 8 * MIB)];
+    if let Some(mkfs) = tool("/usr/sbin/mkfs.ext4", "e2fsprogs") {
+        let img = t.img("ext4.img", 8 * MIB);
+        let o = Command::new(mkfs)
+            .args(["-q", "-F"])
+            .arg(&img)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", err(&o));
+        images.push(img);
+    }
+    for img in images {
+        let before = std::fs::read(&img).unwrap();
+        let cs = t.cs(&["repair", "-q", s(&img)]);
+        assert_eq!(code(&cs), 1);
+        assert!(
+            err(&cs).contains("is not a valid LUKS device"),
+            "{}",
+            err(&cs)
+        );
+        let o = luks2(&["repair", s(&img)]);
+        assert_eq!(code(&o), 1, "{}", err(&o));
+        assert!(err(&o).contains("not a valid LUKS device"), "{}", err(&o));
+        assert!(std::fs::read(&img).unwrap() == before);
+    }
+}
+
+#[test]
+fn kill_slot_is_allowed_with_unknown_mandatory_requirements() {
+    let Some(t) = T::new() else { return };
+    let (k0, k1, k2) = (
+        t.file("k0", b"zero"),
+        t.file("k1", b"one"),
+        t.file("k2", b"two"),
+    );
+    let req = |v: &mut serde_json::Value| {
+        v["config"]["requirements"] = serde_json::json!({"mandatory": ["future-feature"]});
+    };
+    let ours = t.luks("ours.img", &k0, &k1);
+    patch_json(&ours, req);
+    let theirs = t.file("theirs.img", &std::fs::read(&ours).unwrap());
+
+    t.cs_ok(&["luksKillSlot", "-q", s(&theirs), "1"]);
+    let o = luks2(&["kill-slot", "1", s(&ours)]);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    for img in [&ours, &theirs] {
+        let json: serde_json::Value =
+            serde_json::from_str(&t.cs_ok(&["luksDump", "--dump-json-metadata", s(img)])).unwrap();
+        assert_eq!(
+            json["config"]["requirements"]["mandatory"][0],
+            "future-feature"
+        );
+        assert!(json["keyslots"].get("1").is_none(), "{json}");
+        assert!(json["keyslots"].get("0").is_some());
+    }
+    // Our dump of such a header is cryptsetup's (its Requirements line included).
+    let o = luks2(&["dump", s(&ours)]);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert_eq!(
+        String::from_utf8(o.stdout).unwrap(),
+        t.cs_ok(&["luksDump", s(&ours)])
+    );
+    // Adding a key stays refused by both (exit 1).
+    let mut a = vec!["luksAddKey", "-q", "--key-file", s(&k0)];
+    a.extend(FAST);
+    a.extend([s(&theirs), s(&k2)]);
+    assert_eq!(code(&t.cs(&a)), 1);
+    let o = luks2(&[
+        "add-key",
+        "--key-file",
+        s(&k0),
+        "--new-key-file",
+        s(&k2),
+        "--pbkdf",
+        "pbkdf2",
+        "--pbkdf-force-iterations",
+        "1000",
+        s(&ours),
+    ]);
+    assert_eq!(code(&o), 1, "{}", err(&o));
+}
+
+#[test]
+fn dump_text_for_legacy_argon2_unbound_keyslot_and_keyring_token() {
+    let Some(t) = T::new() else { return };
+    let (k0, k1) = (t.file("k0", b"zero"), t.file("k1", b"one"));
+    let img = t.img("d.img", 24 * MIB);
+    let i = s(&img);
+    t.cs_ok(&[
+        "luksFormat",
+        "--type",
+        "luks2",
+        "-q",
+        "--pbkdf",
+        "argon2id",
+        "--pbkdf-force-iterations",
+        "4",
+        "--pbkdf-memory",
+        "64",
+        "--pbkdf-parallel",
+        "1",
+        "--key-file",
+        s(&k0),
+        i,
+    ]);
+    let mut a = vec!["luksAddKey", "-q", "--unbound", "-s", "512"];
+    a.extend(FAST);
+    a.extend([i, s(&k1)]);
+    t.cs_ok(&a);
+    t.cs_ok(&[
+        "token",
+        "add",
+        "--key-description",
+        "onmetal:test",
+        "--key-slot",
+        "0",
+        i,
+    ]);
+    // The legacy KDF type name cryptsetup still loads.
+    patch_json(&img, |v| {
+        v["keyslots"]["0"]["kdf"]["type"] = "argon2".into()
+    });
+
+    let theirs = t.cs_ok(&["luksDump", i]);
+    assert!(
+        theirs.contains("\tPBKDF:      argon2\n\tTime cost:  4\n"),
+        "{theirs}"
+    );
+    assert!(theirs.contains("  1: luks2 (unbound)\n"), "{theirs}");
+    assert!(
+        theirs.contains("\tKey description: onmetal:test\n"),
+        "{theirs}"
+    );
+    let o = luks2(&["dump", i]);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert_eq!(String::from_utf8(o.stdout).unwrap(), theirs);
 }

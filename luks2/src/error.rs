@@ -51,7 +51,7 @@ pub enum Error {
         source: io::Error,
     },
     /// The device holds no LUKS2 header (no magic, wrong version).
-    #[error("device is not a LUKS2 device")]
+    #[error("device is not a valid LUKS device")]
     NotLuks2,
     /// One header copy needs recovery and the device also carries another signature (a
     /// filesystem, an LVM2 label...): cryptsetup refuses every operation then, and so do we; only

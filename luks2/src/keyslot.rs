@@ -245,8 +245,8 @@ pub fn unlock<D: Device + ?Sized>(
         }
     }
     if !tried {
-        // cryptsetup: "No usable keyslot is available." (exit code 1, not 2).
-        return Err(Error::Slot("no usable keyslot is available".into()));
+        // cryptsetup's message and exit code 1 (not 2: no passphrase was even tried).
+        return Err(Error::Slot("No usable keyslot is available.".into()));
     }
     match unsupported {
         // Nothing opened and some keyslot could not even be tried: say so rather than blame the
@@ -537,18 +537,19 @@ fn forget_keyslot(md: &mut Metadata, id: KeyslotId) {
 }
 
 /// Destroys keyslot `id` (cryptsetup's `luksKillSlot`): metadata first, then the area is wiped.
+/// As in libcryptsetup, this is allowed on a header with unknown mandatory requirements (which
+/// are kept); every other update refuses such a header.
 pub fn kill_keyslot<D: Device + ?Sized>(
     dev: &mut D,
     header: &mut Header,
     id: KeyslotId,
 ) -> Result<()> {
-    header.metadata.ensure_writable()?;
     let ks = active(&header.metadata, id)?;
     let range = ks.area_range();
     let mut updated = header.clone();
     forget_keyslot(&mut updated.metadata, id);
     with_exclusive_lock(dev, |dev| {
-        header::write_locked(dev, &mut updated)?;
+        header::write_locked_keyslot_removal(dev, &mut updated)?;
         wipe_area(dev, range)
     })?;
     *header = updated;

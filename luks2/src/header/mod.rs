@@ -445,6 +445,12 @@ fn write_copy<D: Device + ?Sized>(dev: &mut D, bin: &BinaryHeader, json_area: &[
 /// validation as reading.
 fn prepare(header: &Header) -> Result<Vec<u8>> {
     header.metadata.ensure_writable()?;
+    prepare_unrestricted(header)
+}
+
+/// [`prepare`] without the requirements check, for the one update libcryptsetup allows on a
+/// header with unknown mandatory requirements: destroying a keyslot.
+fn prepare_unrestricted(header: &Header) -> Result<Vec<u8>> {
     let area = header.metadata.to_json_area()?;
     Metadata::parse(&area, header.hdr_size())
         .map_err(|e| Error::InvalidArgument(format!("refusing to write invalid metadata: {e}")))?;
@@ -475,6 +481,18 @@ pub fn write<D: Device + ?Sized>(dev: &mut D, header: &mut Header) -> Result<()>
 /// changed on disk and repairs a stale copy before writing.
 pub fn write_locked<D: Device + ?Sized>(dev: &mut D, header: &mut Header) -> Result<()> {
     let area = prepare(header)?;
+    begin_update_locked(dev, header)?;
+    write_both(dev, header, &area)
+}
+
+/// [`write_locked`] for a header whose unknown mandatory requirements make it otherwise
+/// read-only: libcryptsetup lets `luksKillSlot` / `luksRemoveKey` destroy a keyslot there (the
+/// requirements are kept as they are), so only [`crate::keyslot::kill_keyslot`] uses this.
+pub(crate) fn write_locked_keyslot_removal<D: Device + ?Sized>(
+    dev: &mut D,
+    header: &mut Header,
+) -> Result<()> {
+    let area = prepare_unrestricted(header)?;
     begin_update_locked(dev, header)?;
     write_both(dev, header, &area)
 }
