@@ -428,3 +428,87 @@ fn dump_text_for_legacy_argon2_unbound_keyslot_and_keyring_token() {
     assert_eq!(code(&o), 0, "{}", err(&o));
     assert_eq!(String::from_utf8(o.stdout).unwrap(), theirs);
 }
+
+/// JSON text re-serialized compactly in its own member order (serde_json keeps the order here;
+/// `Value` equality would ignore it).
+fn canonical(text: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(text)
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn unknown_json_members_and_member_order_survive_like_cryptsetup() {
+    let Some(t) = T::new() else { return };
+    let (k0, k1, k2) = (
+        t.file("k0", b"zero"),
+        t.file("k1", b"one"),
+        t.file("k2", b"two"),
+    );
+    let ours = t.luks("ours.img", &k0, &k1);
+    patch_json(&ours, |v| {
+        v["config"]["x-onmetal"] = serde_json::json!({"b": 1, "a": [1, 2]});
+        v["keyslots"]["0"]["x-vendor"] = "kept".into();
+    });
+    // A token whose members are not in cryptsetup's usual order.
+    let token = t.file(
+        "token.json",
+        br#"{"keyslots":["0"],"z":1,"type":"onmetal-kms","a":{"y":2,"x":1}}"#,
+    );
+    t.cs_ok(&["token", "import", "--json-file", s(&token), s(&ours)]);
+    let theirs = t.file("theirs.img", &std::fs::read(&ours).unwrap());
+    let cs_json = |img: &Path| canonical(&t.cs_ok(&["luksDump", "--dump-json-metadata", s(img)]));
+
+    // dump --json and token export print what cryptsetup prints.
+    let before = cs_json(&ours);
+    assert!(
+        before.contains(r#""x-onmetal":{"b":1,"a":[1,2]}"#),
+        "{before}"
+    );
+    assert_eq!(
+        canonical(&String::from_utf8(luks2(&["dump", "--json", s(&ours)]).stdout).unwrap()),
+        before
+    );
+    let exported = t.cs_ok(&["token", "export", "--token-id", "0", s(&ours)]);
+    assert_eq!(
+        canonical(&String::from_utf8(luks2(&["token", "export", "0", s(&ours)]).stdout).unwrap()),
+        canonical(&exported)
+    );
+    assert_eq!(
+        canonical(&exported),
+        r#"{"keyslots":["0"],"z":1,"type":"onmetal-kms","a":{"y":2,"x":1}}"#
+    );
+
+    // A header write (kill-slot) by each: the same JSON afterwards.
+    t.cs_ok(&["luksKillSlot", "-q", s(&theirs), "1"]);
+    let o = luks2(&["kill-slot", "1", s(&ours)]);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    assert_eq!(cs_json(&ours), cs_json(&theirs));
+
+    // add-key and a token import of ours keep them too; the imported token keeps its order.
+    let o = luks2(&[
+        "add-key",
+        "--key-file",
+        s(&k0),
+        "--new-key-file",
+        s(&k2),
+        "--pbkdf",
+        "pbkdf2",
+        "--pbkdf-force-iterations",
+        "1000",
+        s(&ours),
+    ]);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    let o = luks2(&["token", "add", "--json-file", s(&token), s(&ours)]);
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    let after = cs_json(&ours);
+    assert!(
+        after.contains(r#""x-onmetal":{"b":1,"a":[1,2]}"#),
+        "{after}"
+    );
+    assert!(after.contains(r#""x-vendor":"kept""#), "{after}");
+    assert_eq!(
+        canonical(&t.cs_ok(&["token", "export", "--token-id", "1", s(&ours)])),
+        r#"{"keyslots":["0"],"z":1,"type":"onmetal-kms","a":{"y":2,"x":1}}"#
+    );
+}

@@ -465,6 +465,9 @@ fn write_both<D: Device + ?Sized>(dev: &mut D, header: &mut Header, area: &[u8])
     write_copy(dev, &header.binary(Copy::Primary, seqid)?, area)?;
     write_copy(dev, &header.binary(Copy::Secondary, seqid)?, area)?;
     header.seqid = seqid;
+    // What is on disk now is the stored JSON: an entry removed by this write must not lend its
+    // unknown members to a later entry of the same number.
+    header.metadata.refresh_stored();
     Ok(())
 }
 
