@@ -5,8 +5,9 @@
 //! - Restore (`luksHeaderRestore`): the backup must be a valid LUKS2 header whose size matches
 //!   its own geometry; if the device holds a LUKS2 header, its geometry (header and keyslots
 //!   sizes, data offset) must be the same.
-//! - Repair: rewrites a damaged or stale header copy from the good one (fresh salt), refusing when
-//!   another known signature (a filesystem, swap) is on the device, as cryptsetup does.
+//! - Repair: rewrites a damaged or stale header copy from the good one (fresh salt). As
+//!   `cryptsetup repair`, it proceeds when another known signature (a filesystem, swap) is also
+//!   on the device: every other operation refuses such a device (ambiguous signatures).
 //! - Erase (`luksErase`): removes every keyslot from the metadata, then wipes the whole keyslots
 //!   area with random data.
 
