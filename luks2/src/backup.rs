@@ -5,8 +5,9 @@
 //! - Restore (`luksHeaderRestore`): the backup (a file of at most [`MAX_BACKUP_SIZE`], 136 MiB)
 //!   must be a valid LUKS2 header whose size matches its own geometry; if the device holds a LUKS2 header, its geometry (header and keyslots
 //!   sizes, data offset) must be the same.
-//! - Repair: rewrites a damaged or stale header copy from the good one (fresh salt), refusing when
-//!   another known signature (a filesystem, swap) is on the device, as cryptsetup does.
+//! - Repair: rewrites a damaged or stale header copy from the good one (fresh salt). As
+//!   `cryptsetup repair`, it proceeds when another known signature (a filesystem, swap) is also
+//!   on the device: every other operation refuses such a device (ambiguous signatures).
 //! - Erase (`luksErase`): removes every keyslot from the metadata, then wipes the whole keyslots
 //!   area with random data.
 
@@ -127,18 +128,16 @@ pub fn header_restore<D: Device + ?Sized>(dev: &mut D, path: &Path) -> Result<()
     header::read(&*dev).map(|_| ())
 }
 
-/// Rewrites a damaged or stale header copy from the valid one.
+/// Rewrites a damaged or stale header copy from the valid one. As `cryptsetup repair`, this is
+/// the one operation that proceeds on a device that also carries another signature (the
+/// operator asked for it); a device without a LUKS2 header is [`Error::NotLuks2`] or the
+/// header's error, never busy.
 pub fn repair<D: Device + ?Sized>(dev: &mut D) -> Result<RepairOutcome> {
-    if let Some(sig) = detect_foreign_signature(&*dev)? {
-        return Err(Error::Busy(format!(
-            "device contains a {} signature besides LUKS2; refusing automatic repair",
-            sig.name()
-        )));
-    }
     header::repair(dev)
 }
 
-/// A known non-LUKS signature on the device, if any.
+/// A known non-LUKS signature on the device, if any (what cryptsetup's blkid probe before a
+/// header auto-recovery looks for, with `crypto_LUKS` filtered out).
 pub fn detect_foreign_signature<D: Device + ?Sized>(dev: &D) -> Result<Option<Signature>> {
     // detect_signature reports LUKS first; look for the others with the LUKS magic masked out.
     struct NoLuks<'a, D: ?Sized>(&'a D);

@@ -13,7 +13,8 @@ pub enum ErrorKind {
     BadPassphrase,
     /// A KDF or buffer needs more memory than allowed or available (exit code 3).
     OutOfMemory,
-    /// The device is not a valid LUKS2 device, or its header is damaged (exit code 4).
+    /// The device is not a valid LUKS2 device, or its header is damaged (cryptsetup's `-EINVAL`
+    /// "Device ... is not a valid LUKS device.": exit code 1).
     WrongDevice,
     /// The device is busy or already in use (exit code 5).
     Busy,
@@ -27,10 +28,10 @@ impl ErrorKind {
     /// The exit code cryptsetup's command line uses for this kind of failure.
     pub fn exit_code(self) -> i32 {
         match self {
-            ErrorKind::InvalidArgument | ErrorKind::Unsupported => 1,
+            ErrorKind::InvalidArgument | ErrorKind::Unsupported | ErrorKind::WrongDevice => 1,
             ErrorKind::BadPassphrase => 2,
             ErrorKind::OutOfMemory => 3,
-            ErrorKind::WrongDevice | ErrorKind::Io => 4,
+            ErrorKind::Io => 4,
             ErrorKind::Busy => 5,
         }
     }
@@ -50,8 +51,16 @@ pub enum Error {
         source: io::Error,
     },
     /// The device holds no LUKS2 header (no magic, wrong version).
-    #[error("device is not a LUKS2 device")]
+    #[error("device is not a valid LUKS device")]
     NotLuks2,
+    /// One header copy needs recovery and the device also carries another signature (a
+    /// filesystem, an LVM2 label...): cryptsetup refuses every operation then, and so do we; only
+    /// an explicit repair proceeds.
+    #[error("Device contains ambiguous signatures, cannot auto-recover LUKS2.")]
+    AmbiguousSignatures {
+        /// The foreign signature found (for diagnostics).
+        signature: &'static str,
+    },
     /// A header field failed validation; `field` names it.
     #[error("invalid LUKS2 header: {field}: {reason}")]
     InvalidHeader {
@@ -100,7 +109,8 @@ impl Error {
             Error::NotLuks2
             | Error::InvalidHeader { .. }
             | Error::Checksum { .. }
-            | Error::Json(_) => ErrorKind::WrongDevice,
+            | Error::Json(_)
+            | Error::AmbiguousSignatures { .. } => ErrorKind::WrongDevice,
             Error::InvalidArgument(_) | Error::Slot(_) => ErrorKind::InvalidArgument,
             Error::BadPassphrase => ErrorKind::BadPassphrase,
             Error::OutOfMemory(_) => ErrorKind::OutOfMemory,

@@ -3,6 +3,11 @@
 //! Ordering for crash safety: a new keyslot's area is written and synced before the metadata that
 //! references it; a removed keyslot leaves the metadata before its area is wiped. So after a
 //! crash at any point the header opens to the old or the new set of keyslots.
+//!
+//! Concurrency: the KDF runs outside the device lock; under the lock, before any keyslot area is
+//! written, [`header::begin_update_locked`] checks that the on-disk header is still the one the
+//! free area was chosen from (same UUID and `seqid`), so a concurrent writer's keyslot or a
+//! concurrent re-format is never written over.
 
 use zeroize::Zeroizing;
 
@@ -292,8 +297,8 @@ pub fn unlock_with_limits<D: Device + ?Sized>(
         )));
     }
     if candidates.is_empty() {
-        // cryptsetup: "No usable keyslot is available." (exit code 1, not 2).
-        return Err(Error::Slot("no usable keyslot is available".into()));
+        // cryptsetup's message and exit code 1 (not 2: no passphrase was even tried).
+        return Err(Error::Slot("No usable keyslot is available.".into()));
     }
     let mut unsupported = None;
     for id in candidates {
@@ -501,6 +506,9 @@ fn store_keyslot<D: Device + ?Sized>(
         header::write_new(dev, &mut updated)?;
     } else {
         with_exclusive_lock(dev, |dev| {
+            // The area chosen above is free only in the header we read: check that it is still
+            // the one on disk before writing into the keyslots area.
+            header::begin_update_locked(dev, header)?;
             write_area(dev)?;
             header::write_locked(dev, &mut updated)
         })?;
@@ -544,6 +552,7 @@ pub fn replace_keyslot<D: Device + ?Sized>(
         .keyslots
         .insert(id, Keyslot::Luks2(prepared.keyslot));
     with_exclusive_lock(dev, |dev| {
+        header::begin_update_locked(dev, header)?;
         dev.write_all_at(offset, &prepared.material)
             .map_err(|e| Error::io("writing the keyslot area", e))?;
         dev.sync()
@@ -589,18 +598,19 @@ fn forget_keyslot(md: &mut Metadata, id: KeyslotId) {
 }
 
 /// Destroys keyslot `id` (cryptsetup's `luksKillSlot`): metadata first, then the area is wiped.
+/// As in libcryptsetup, this is allowed on a header with unknown mandatory requirements (which
+/// are kept); every other update refuses such a header.
 pub fn kill_keyslot<D: Device + ?Sized>(
     dev: &mut D,
     header: &mut Header,
     id: KeyslotId,
 ) -> Result<()> {
-    header.metadata.ensure_writable()?;
     let ks = active(&header.metadata, id)?;
     let range = ks.area_range();
     let mut updated = header.clone();
     forget_keyslot(&mut updated.metadata, id);
     with_exclusive_lock(dev, |dev| {
-        header::write_locked(dev, &mut updated)?;
+        header::write_locked_keyslot_removal(dev, &mut updated)?;
         wipe_area(dev, range)
     })?;
     *header = updated;

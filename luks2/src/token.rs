@@ -62,6 +62,9 @@ pub fn add_token<D: Device + ?Sized>(
 ) -> Result<TokenId> {
     header.metadata.ensure_writable()?;
     let mut token = parse_token(&header.metadata, json)?;
+    // Stored as given (member order included), as cryptsetup's import stores the object.
+    let value: Value = serde_json::from_str(json)
+        .map_err(|e| Error::InvalidArgument(format!("token JSON is not valid: {e}")))?;
     let id = match id {
         Some(id) if id.get() >= TOKENS_MAX => {
             return Err(Error::InvalidArgument(format!(
@@ -87,6 +90,7 @@ pub fn add_token<D: Device + ?Sized>(
     }
     let mut updated = header.clone();
     updated.metadata.tokens.insert(id, token);
+    updated.metadata.set_stored_token(id, value);
     header::write(dev, &mut updated)?;
     *header = updated;
     Ok(id)
@@ -109,11 +113,11 @@ pub fn remove_token<D: Device + ?Sized>(
     Ok(())
 }
 
-/// The token's JSON text, compact, as `cryptsetup token export` prints it.
+/// The token's JSON text, compact, as `cryptsetup token export` prints it: its members in their
+/// stored order.
 pub fn export_token(md: &Metadata, id: TokenId) -> Result<String> {
-    md.tokens
-        .get(&id)
-        .map(|t| t.to_json().to_string())
+    md.token_value(id)
+        .map(|v| v.to_string())
         .ok_or_else(|| Error::Slot(format!("token {id} is not in use")))
 }
 

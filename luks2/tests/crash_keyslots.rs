@@ -2,6 +2,8 @@
 //! at every write/sync step (clean, and torn: half of the failing write lands) leaves a device
 //! that opens to the old or the new state, never neither. For add-key and remove-key each
 //! crashed image is also judged by cryptsetup (when installed), which must agree with us.
+//! Crash after crash: an update that starts from an image a crash left with the two header
+//! copies one generation apart must not be able to fall back to the older copy.
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
 mod common;
@@ -9,7 +11,7 @@ mod common;
 use luks2::crypto::calibrate::PbkdfOptions;
 use luks2::crypto::kdf::{Argon2Variant, KdfKind};
 use luks2::format::FormatOptions;
-use luks2::io::{FaultyDevice, MemDevice};
+use luks2::io::{FaultyDevice, MemDevice, Op};
 use luks2::keyslot::NewKeyslot;
 use luks2::metadata::{KeyslotId, TokenId};
 use luks2::{ErrorKind, Luks2Device, Passphrase};
@@ -267,5 +269,153 @@ fn token_update_crashes() {
             luks2::token::remove_token(dev, &mut h, TokenId::new(0))
         },
         |dev| state(dev).map(|s| if s == "token" { "old" } else { "new" }),
+    );
+}
+
+/// Runs `op` on `base` and crashes it right after the primary copy was written, before the
+/// secondary: the primary then holds generation N, the secondary N-1.
+fn crash_between_copies(
+    base: &MemDevice,
+    op: impl Fn(&mut FaultyDevice<MemDevice>) -> luks2::Result<()>,
+) -> MemDevice {
+    let hdr_size = luks2::header::read(base).unwrap().hdr_size();
+    let mut counting = FaultyDevice::counting(base.clone());
+    op(&mut counting).unwrap();
+    let first_secondary_write = counting
+        .ops()
+        .iter()
+        .position(|o| matches!(o, Op::Write { offset, .. } if *offset == hdr_size))
+        .unwrap();
+    let mut dev = FaultyDevice::failing_at(base.clone(), first_secondary_write);
+    assert!(op(&mut dev).is_err());
+    let dev = dev.into_inner();
+    let (h, report) = luks2::header::read_with_report(&dev).unwrap();
+    assert!(
+        matches!(report.secondary, luks2::header::CopyStatus::Stale { .. }),
+        "{report:?}"
+    );
+    assert_eq!(h.seqid(), luks2::header::read(base).unwrap().seqid() + 1);
+    dev
+}
+
+/// Judge for crash-after-crash: the header reads, every keyslot in it opens with the passphrase
+/// it was made with (`slots[i]` for keyslot i), and the keyslot set is `old` or `new`.
+fn judge_slots(
+    dev: &MemDevice,
+    passes: &[(u32, &str)],
+    old: &[u32],
+    new: &[u32],
+) -> Result<&'static str, String> {
+    let d = Luks2Device::open(dev.clone()).map_err(|e| e.to_string())?;
+    let ids: Vec<u32> = d
+        .header()
+        .metadata
+        .keyslots
+        .keys()
+        .map(|k| k.get())
+        .collect();
+    for &id in &ids {
+        let pass = passes
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, p)| *p)
+            .ok_or_else(|| format!("unexpected keyslot {id}"))?;
+        d.unlock(&pw(pass), Some(KeyslotId::new(id))).map_err(|e| {
+            format!("keyslot {id} in the header no longer opens with its passphrase: {e}")
+        })?;
+    }
+    if ids == old {
+        Ok("old")
+    } else if ids == new {
+        Ok("new")
+    } else {
+        Err(format!("keyslots {ids:?}"))
+    }
+}
+
+#[test]
+fn remove_key_crash_then_add_key_crashes() {
+    // Generation N-1: keyslots 0 (p0) and 1 (p1). A remove-key of keyslot 1 crashes between the
+    // copies: primary N (no keyslot 1), secondary N-1 (keyslot 1, area not yet wiped).
+    let base = crash_between_copies(&formatted(), |dev| {
+        let mut h = luks2::header::read(&*dev)?;
+        luks2::keyslot::kill_keyslot(dev, &mut h, KeyslotId::new(1))
+    });
+    // The next add-key reuses keyslot 1's area (free in N) for p2 as keyslot 1. A crash while it
+    // writes the primary must not leave the N-1 copy, whose keyslot 1 points at p2's material.
+    crash_everywhere(
+        "remove-key crash, then add-key",
+        &base,
+        |dev| {
+            let mut h = luks2::header::read(&*dev)?;
+            let (_, vk) = luks2::keyslot::unlock(&*dev, &h.metadata, b"p0", None)?;
+            luks2::keyslot::add_keyslot(
+                dev,
+                &mut h,
+                &vk,
+                b"p2",
+                &NewKeyslot {
+                    pbkdf: fast(),
+                    ..Default::default()
+                },
+            )?;
+            Ok(())
+        },
+        |dev| judge_slots(dev, &[(0, "p0"), (1, "p2")], &[0], &[0, 1]),
+    );
+}
+
+#[test]
+fn add_key_crash_then_change_key_crashes() {
+    // A crash between the copies of an add-key (keyslot 1, p1), then a change-key of keyslot 0
+    // crashing at every step: the header never goes back to the generation without keyslot 1.
+    let (d, _) = Luks2Device::format(MemDevice::new(4 * MIB as usize), &pw("p0"), &opts()).unwrap();
+    let base = crash_between_copies(&d.into_inner(), |dev| {
+        let mut h = luks2::header::read(&*dev)?;
+        let (_, vk) = luks2::keyslot::unlock(&*dev, &h.metadata, b"p0", None)?;
+        luks2::keyslot::add_keyslot(
+            dev,
+            &mut h,
+            &vk,
+            b"p1",
+            &NewKeyslot {
+                id: Some(KeyslotId::new(1)),
+                pbkdf: fast(),
+                priority: None,
+            },
+        )?;
+        Ok(())
+    });
+    crash_everywhere(
+        "add-key crash, then change-key",
+        &base,
+        |dev| {
+            let mut h = luks2::header::read(&*dev)?;
+            let (id, vk) = luks2::keyslot::unlock(&*dev, &h.metadata, b"p0", None)?;
+            luks2::keyslot::replace_keyslot(dev, &mut h, id, &vk, b"p2", &fast())
+        },
+        |dev| {
+            let d = Luks2Device::open(dev.clone()).map_err(|e| e.to_string())?;
+            let ids: Vec<u32> = d
+                .header()
+                .metadata
+                .keyslots
+                .keys()
+                .map(|k| k.get())
+                .collect();
+            if ids != [0, 1] {
+                return Err(format!("keyslots {ids:?}: the add-key was lost"));
+            }
+            d.unlock(&pw("p1"), Some(KeyslotId::new(1)))
+                .map_err(|e| format!("p1: {e}"))?;
+            match (
+                d.unlock(&pw("p0"), Some(KeyslotId::new(0))).is_ok(),
+                d.unlock(&pw("p2"), Some(KeyslotId::new(0))).is_ok(),
+            ) {
+                (true, false) => Ok("old"),
+                (false, true) => Ok("new"),
+                other => Err(format!("keyslot 0 opens with (p0, p2) = {other:?}")),
+            }
+        },
     );
 }

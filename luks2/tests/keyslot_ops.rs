@@ -288,14 +288,17 @@ fn repair_rewrites_a_damaged_copy() {
     let (d, report) = Luks2Device::open_with_report(dev).unwrap();
     assert!(!report.needs_repair());
     assert!(d.unlock(&pw("one"), None).is_ok());
-    // With a foreign signature (swap magic at the end of the first page), repair refuses.
+    // With a foreign signature too (swap magic at the end of the first page), every operation
+    // refuses the device as cryptsetup does ("ambiguous signatures", exit 1), but an explicit
+    // repair proceeds, as `cryptsetup repair` does.
     let mut dev = d.into_inner();
     dev.as_mut_slice()[300] ^= 0xff;
     dev.as_mut_slice()[4086..4096].copy_from_slice(b"SWAPSPACE2");
-    assert_eq!(
-        luks2::device::repair(&mut dev).unwrap_err().kind(),
-        ErrorKind::Busy
-    );
+    let e = Luks2Device::open(dev.clone()).unwrap_err();
+    assert!(matches!(e, luks2::Error::AmbiguousSignatures { .. }), "{e}");
+    assert_eq!(e.kind().exit_code(), 1);
+    luks2::device::repair(&mut dev).unwrap();
+    assert!(Luks2Device::open(dev).is_ok());
 }
 
 #[test]

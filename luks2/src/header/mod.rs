@@ -7,10 +7,12 @@
 //! primary at 0, the secondary at the primary's `hdr_size` (or, when the primary is unusable, at
 //! the first of the nine allowed offsets that holds a secondary header), the higher `seqid` wins.
 //! Unlike cryptsetup, reading never writes: [`ReadReport`] says which copy is bad or stale and
-//! [`repair`] rewrites it.
+//! [`repair`] rewrites it; the next update also rewrites it first ([`begin_update_locked`]).
+//! As in cryptsetup, a copy that needs recovery on a device that also carries another known
+//! signature makes reading fail with [`Error::AmbiguousSignatures`]; only [`repair`] proceeds.
 //!
 //! Writing ([`write()`]) takes the device lock, checks that the on-disk header did not change since
-//! it was read, bumps `seqid`, then for the primary and then the secondary copy: binary header
+//! it was read (same UUID and `seqid`), repairs a stale copy, bumps `seqid`, then for the primary and then the secondary copy: binary header
 //! with a zero checksum, JSON area, binary header with the checksum, fsync. A crash at any point
 //! leaves at least one valid copy holding either the old or the new metadata.
 
@@ -196,7 +198,24 @@ fn check_primary_version<D: Device + ?Sized>(dev: &D) -> Result<()> {
     Ok(())
 }
 
+/// Reads the header as cryptsetup's loader does. When one copy needs recovery (damaged or stale),
+/// cryptsetup first probes the device for signatures other than LUKS and refuses it with
+/// "Device contains ambiguous signatures, cannot auto-recover LUKS2." if it finds one (another
+/// format was probably written over the LUKS2 header); so do we, for every operation. Only an
+/// explicit [`repair`] skips the probe ([`load_unprobed`]).
 fn load<D: Device + ?Sized>(dev: &D) -> Result<Loaded> {
+    let loaded = load_unprobed(dev)?;
+    if loaded.report.needs_repair()
+        && let Some(sig) = crate::backup::detect_foreign_signature(dev)?
+    {
+        return Err(Error::AmbiguousSignatures {
+            signature: sig.name(),
+        });
+    }
+    Ok(loaded)
+}
+
+fn load_unprobed<D: Device + ?Sized>(dev: &D) -> Result<Loaded> {
     check_primary_version(dev)?;
     let primary = load_copy(dev, Copy::Primary, 0);
     let (secondary, secondary_offset) = match &primary {
@@ -426,6 +445,12 @@ fn write_copy<D: Device + ?Sized>(dev: &mut D, bin: &BinaryHeader, json_area: &[
 /// validation as reading.
 fn prepare(header: &Header) -> Result<Vec<u8>> {
     header.metadata.ensure_writable()?;
+    prepare_unrestricted(header)
+}
+
+/// [`prepare`] without the requirements check, for the one update libcryptsetup allows on a
+/// header with unknown mandatory requirements: destroying a keyslot.
+fn prepare_unrestricted(header: &Header) -> Result<Vec<u8>> {
     let area = header.metadata.to_json_area()?;
     Metadata::parse(&area, header.hdr_size())
         .map_err(|e| Error::InvalidArgument(format!("refusing to write invalid metadata: {e}")))?;
@@ -440,6 +465,9 @@ fn write_both<D: Device + ?Sized>(dev: &mut D, header: &mut Header, area: &[u8])
     write_copy(dev, &header.binary(Copy::Primary, seqid)?, area)?;
     write_copy(dev, &header.binary(Copy::Secondary, seqid)?, area)?;
     header.seqid = seqid;
+    // What is on disk now is the stored JSON: an entry removed by this write must not lend its
+    // unknown members to a later entry of the same number.
+    header.metadata.refresh_stored();
     Ok(())
 }
 
@@ -452,19 +480,64 @@ pub fn write<D: Device + ?Sized>(dev: &mut D, header: &mut Header) -> Result<()>
 }
 
 /// [`write()`] for a caller that already holds the device lock (e.g. across a keyslot-area write
-/// and the header update).
+/// and the header update). Runs [`begin_update_locked`] first, so it also refuses a header that
+/// changed on disk and repairs a stale copy before writing.
 pub fn write_locked<D: Device + ?Sized>(dev: &mut D, header: &mut Header) -> Result<()> {
     let area = prepare(header)?;
-    if let Ok(on_disk) = read(&*dev)
-        && on_disk.uuid == header.uuid
-        && on_disk.seqid != header.seqid
-    {
+    begin_update_locked(dev, header)?;
+    write_both(dev, header, &area)
+}
+
+/// [`write_locked`] for a header whose unknown mandatory requirements make it otherwise
+/// read-only: libcryptsetup lets `luksKillSlot` / `luksRemoveKey` destroy a keyslot there (the
+/// requirements are kept as they are), so only [`crate::keyslot::kill_keyslot`] uses this.
+pub(crate) fn write_locked_keyslot_removal<D: Device + ?Sized>(
+    dev: &mut D,
+    header: &mut Header,
+) -> Result<()> {
+    let area = prepare_unrestricted(header)?;
+    begin_update_locked(dev, header)?;
+    write_both(dev, header, &area)
+}
+
+/// The first step of every update, under the device lock and before anything belonging to the
+/// update (a keyslot area included) is written:
+///
+/// 1. the on-disk header must still be the one `header` was read from: same UUID and `seqid`
+///    (cryptsetup compares the `seqid`; we also compare the UUID, so that a concurrent re-format
+///    is never written over, and refuse a device whose header no longer reads at all). Any
+///    difference is [`Error::Busy`], and nothing has been written.
+/// 2. a header copy that is stale (lower `seqid`, left by a crash between the two copy writes) or
+///    damaged is rewritten from the current one first, as cryptsetup's auto-recovery does on
+///    load. Otherwise the update would write the primary while the secondary still holds an
+///    older generation, whose keyslots may point at areas this update reuses: a torn primary
+///    write would then leave only that older copy.
+pub fn begin_update_locked<D: Device + ?Sized>(dev: &mut D, header: &Header) -> Result<()> {
+    let on_disk = match load(&*dev) {
+        Ok(l) => l,
+        Err(e) => {
+            return Err(Error::Busy(format!(
+                "the LUKS2 header on the device no longer reads ({e}); concurrent change?"
+            )));
+        }
+    };
+    if on_disk.header.uuid != header.uuid {
         return Err(Error::Busy(format!(
-            "concurrent LUKS2 metadata update detected (on-disk seqid {}, expected {})",
-            on_disk.seqid, header.seqid
+            "concurrent LUKS2 re-format detected (on-disk UUID {}, expected {})",
+            on_disk.header.uuid(),
+            header.uuid()
         )));
     }
-    write_both(dev, header, &area)
+    if on_disk.header.seqid != header.seqid {
+        return Err(Error::Busy(format!(
+            "concurrent LUKS2 metadata update detected (on-disk seqid {}, expected {})",
+            on_disk.header.seqid, header.seqid
+        )));
+    }
+    if on_disk.report.needs_repair() {
+        rewrite_other_copy(dev, &on_disk)?;
+    }
+    Ok(())
 }
 
 /// Writes a brand-new header (format), without comparing with whatever is on the device.
@@ -489,23 +562,29 @@ pub enum RepairOutcome {
 /// under the device lock. Fails if neither copy is valid.
 pub fn repair<D: Device + ?Sized>(dev: &mut D) -> Result<RepairOutcome> {
     with_exclusive_lock(dev, |dev| {
-        let loaded = load(&*dev)?;
+        let loaded = load_unprobed(&*dev)?;
         if !loaded.report.needs_repair() {
             return Ok(RepairOutcome::NothingToDo);
         }
-        let target = match loaded.chosen {
-            Copy::Primary => Copy::Secondary,
-            Copy::Secondary => Copy::Primary,
-        };
-        let mut bin = loaded.header.binary(target, loaded.bin.seqid)?;
-        // Keep the good copy's binary fields exactly (label bytes, checksum algorithm).
-        bin.label = loaded.bin.label;
-        bin.subsystem = loaded.bin.subsystem;
-        bin.uuid = loaded.bin.uuid;
-        bin.checksum_alg = loaded.bin.checksum_alg;
-        write_copy(dev, &bin, &loaded.json_area)?;
-        Ok(RepairOutcome::Rewrote(target))
+        rewrite_other_copy(dev, &loaded).map(RepairOutcome::Rewrote)
     })
+}
+
+/// Rewrites the copy that was not chosen from the chosen one (same JSON bytes and seqid, fresh
+/// salt, the chosen copy's binary fields kept exactly). Returns the copy written.
+fn rewrite_other_copy<D: Device + ?Sized>(dev: &mut D, loaded: &Loaded) -> Result<Copy> {
+    let target = match loaded.chosen {
+        Copy::Primary => Copy::Secondary,
+        Copy::Secondary => Copy::Primary,
+    };
+    let mut bin = loaded.header.binary(target, loaded.bin.seqid)?;
+    // Keep the good copy's binary fields exactly (label bytes, checksum algorithm).
+    bin.label = loaded.bin.label;
+    bin.subsystem = loaded.bin.subsystem;
+    bin.uuid = loaded.bin.uuid;
+    bin.checksum_alg = loaded.bin.checksum_alg;
+    write_copy(dev, &bin, &loaded.json_area)?;
+    Ok(target)
 }
 
 #[cfg(test)]

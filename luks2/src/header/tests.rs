@@ -291,7 +291,8 @@ fn a_uuid_that_is_not_utf8_survives_repair_and_rewrite() {
     let mut raw = [0u8; binary::UUID_LEN];
     raw[..36].copy_from_slice(b"12ca6554-7332-4bdf-8804-fdd2f31\xff\xff\xff\xffc");
     h.uuid = raw;
-    write(&mut dev, &mut h).unwrap();
+    // A new UUID is a new header (an ordinary update refuses a UUID change on disk).
+    write_new(&mut dev, &mut h).unwrap();
     let back = read(&dev).unwrap();
     assert_eq!(back.uuid, raw);
     assert!(back.uuid().len() > 39, "{}", back.uuid());
@@ -311,4 +312,22 @@ fn a_uuid_that_is_not_utf8_survives_repair_and_rewrite() {
     write(&mut dev, &mut upd).unwrap();
     let last = read(&dev).unwrap();
     assert_eq!((last.uuid, &*last.label()), (raw, "new"));
+}
+
+/// Issue 9 item 7: a header copy that needs recovery on a device that also carries another
+/// signature (an ext superblock written over the primary's padding) is refused for reading, as
+/// cryptsetup refuses every operation; an explicit repair proceeds.
+#[test]
+fn ambiguous_signatures_refuse_reading_but_not_repair() {
+    let (mut dev, h) = formatted(16384);
+    // ext2/3/4 magic in the primary binary header's padding: its checksum breaks.
+    dev.as_mut_slice()[1024 + 56..1024 + 58].copy_from_slice(&[0x53, 0xef]);
+    let err = read(&dev).unwrap_err();
+    assert!(matches!(err, Error::AmbiguousSignatures { .. }), "{err}");
+    assert_eq!(err.kind().exit_code(), 1);
+    assert_eq!(
+        repair(&mut dev).unwrap(),
+        RepairOutcome::Rewrote(Copy::Primary)
+    );
+    assert_eq!(read(&dev).unwrap().metadata, h.metadata);
 }

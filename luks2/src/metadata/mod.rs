@@ -3,7 +3,9 @@
 //! [`Metadata::parse`] takes the raw JSON area of a header copy and accepts exactly what
 //! cryptsetup 2.6 accepts (see `parse.rs`); [`Metadata::to_json`] writes compact JSON in
 //! cryptsetup's key order, 64-bit values as decimal strings, base64 as cryptsetup writes it.
-//! Parsing what we serialize gives an equal value.
+//! Parsing what we serialize gives an equal value. For metadata that was read, members the
+//! model does not interpret and the stored member order are kept as cryptsetup keeps them
+//! (`stored.rs`): unknown JSON is data.
 //!
 //! Things cryptsetup accepts in a header but that cannot be used safely (unknown keyslot or KDF
 //! types, absurd KDF costs, undecodable base64) are kept, not rejected: the header stays
@@ -12,6 +14,7 @@
 
 mod json;
 mod parse;
+mod stored;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -577,6 +580,10 @@ pub struct Config {
 }
 
 /// The validated JSON metadata of a LUKS2 header.
+///
+/// Metadata that was read also keeps the stored JSON object: members the model does not
+/// interpret and the stored member order are written back as they were (see
+/// [`Metadata::to_value`]). Equality compares the model only.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Metadata {
     /// Keyslots by number.
@@ -593,6 +600,9 @@ pub struct Metadata {
     /// `"4294967296"`): cryptsetup loads such headers but never addresses these entries by
     /// number, and neither do we. Kept verbatim, per section.
     pub unindexed: Unindexed,
+    /// The JSON object as read: members the model does not interpret, and the member order,
+    /// are kept from it on every write (see [`Metadata::to_value`]).
+    stored: stored::StoredJson,
 }
 
 /// Entries with non-canonical keys, kept verbatim (see [`Metadata::unindexed`]).
@@ -647,6 +657,7 @@ impl Metadata {
             segments,
             digests: BTreeMap::new(),
             unindexed: Unindexed::default(),
+            stored: stored::StoredJson::default(),
             config: Config {
                 json_size: hdr_size - BIN_HEADER_SIZE,
                 keyslots_size,
@@ -656,8 +667,59 @@ impl Metadata {
         })
     }
 
-    /// The JSON value, keys in cryptsetup's order.
+    /// The JSON value. For metadata that was read, this is the stored JSON with the model's
+    /// changes applied: members the model does not interpret (an extra key in `config`, a
+    /// vendor field in a keyslot) and the stored member order are kept, as cryptsetup keeps
+    /// them. Built metadata has cryptsetup's key order.
     pub fn to_value(&self) -> Value {
+        let generated = self.generated_value();
+        match &self.stored.0 {
+            Some(stored) => stored::merge(stored, generated, &stored::ROOT),
+            None => generated,
+        }
+    }
+
+    /// Token `id` as JSON, its stored members and member order kept (`token export`).
+    pub fn token_value(&self, id: TokenId) -> Option<Value> {
+        let generated = self.tokens.get(&id)?.to_json();
+        let stored = self
+            .stored
+            .0
+            .as_ref()
+            .and_then(|s| s.get("tokens"))
+            .and_then(|t| t.get(id.to_string()));
+        Some(match stored {
+            Some(s) => stored::merge(s, generated, &stored::TOKEN),
+            None => generated,
+        })
+    }
+
+    /// Records `value` as the stored JSON of token `id` (an import keeps the member order it
+    /// was given, as cryptsetup's does).
+    pub(crate) fn set_stored_token(&mut self, id: TokenId, value: Value) {
+        let root = self
+            .stored
+            .0
+            .get_or_insert_with(|| Value::Object(JsonMap::new()));
+        let Value::Object(root) = root else { return };
+        let tokens = root
+            .entry("tokens")
+            .or_insert_with(|| Value::Object(JsonMap::new()));
+        if let Value::Object(tokens) = tokens {
+            tokens.insert(id.to_string(), value);
+        }
+    }
+
+    /// Makes the current JSON (stored members kept, the model's changes applied) the stored JSON,
+    /// as after a write.
+    pub(crate) fn refresh_stored(&mut self) {
+        if self.stored.0.is_some() {
+            self.stored.0 = Some(self.to_value());
+        }
+    }
+
+    /// The JSON the model produces, keys in cryptsetup's order.
+    fn generated_value(&self) -> Value {
         let mut root = JsonMap::new();
         let mut ks = JsonMap::new();
         for (id, k) in &self.keyslots {

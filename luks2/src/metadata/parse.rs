@@ -123,7 +123,7 @@ fn validate(mut root: Value, hdr_size: u64, lossy_extra: usize) -> R<Metadata> {
     }
     validate_keyslot_types(keyslots, digests, config)?;
 
-    build(
+    let mut m = build(
         keyslots,
         tokens,
         segments,
@@ -131,7 +131,9 @@ fn validate(mut root: Value, hdr_size: u64, lossy_extra: usize) -> R<Metadata> {
         config,
         json_size,
         keyslots_size,
-    )
+    )?;
+    m.stored = super::stored::StoredJson(Some(root));
+    Ok(m)
 }
 
 /// The top-level sections must exist and be objects.
@@ -1017,6 +1019,7 @@ fn build(
             requirements: None,
         },
         unindexed: Unindexed::default(),
+        stored: super::stored::StoredJson::default(),
     };
     for (key, val) in keyslots {
         match canonical_id(key) {

@@ -56,7 +56,12 @@ pub(crate) fn render(h: &Header) -> String {
         .unwrap_or_default();
     let _ = writeln!(o, "Flags:       \t{}", or_none(&flags, "(no flags)"));
     if !md.requirements().is_empty() {
-        let _ = writeln!(o, "Requirements:\t{}", md.requirements().join(" "));
+        // cryptsetup prints each requirement followed by a space.
+        o.push_str("Requirements:\t");
+        for r in md.requirements() {
+            let _ = write!(o, "{r} ");
+        }
+        o.push('\n');
     }
     o.push_str("\nData segments:\n");
     for (id, s) in &md.segments {
@@ -92,7 +97,13 @@ pub(crate) fn render(h: &Header) -> String {
     }
     o.push_str("Keyslots:\n");
     for (id, ks) in &md.keyslots {
-        let _ = writeln!(o, "  {id}: {}", ks.type_name());
+        // cryptsetup marks a keyslot whose key encrypts no segment (no digest, or a digest
+        // without segments).
+        let bound = md
+            .digest_of_keyslot(*id)
+            .is_some_and(|(_, d)| !d.segments.is_empty());
+        let unbound = if bound { "" } else { " (unbound)" };
+        let _ = writeln!(o, "  {id}: {}{unbound}", ks.type_name());
         let Keyslot::Luks2(k) = ks else { continue };
         let _ = writeln!(o, "\tKey:        {} bits", u64::from(k.key_size) * 8);
         let prio = match k.effective_priority() {
@@ -132,8 +143,27 @@ pub(crate) fn render(h: &Header) -> String {
                 b64(&mut o, "\tSalt:       ", salt);
             }
             Kdf::Other(m) => {
+                // Any type but pbkdf2 (the legacy `argon2`, say) is dumped as Argon2 is.
                 let t = m.get("type").and_then(|v| v.as_str()).unwrap_or("?");
                 let _ = writeln!(o, "\tPBKDF:      {t}");
+                for (label, key) in [
+                    ("Time cost:  ", "time"),
+                    ("Memory:     ", "memory"),
+                    ("Threads:    ", "cpus"),
+                ] {
+                    if let Some(v) = m.get(key) {
+                        // A number as is, a string without its quotes.
+                        let text = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+                        let _ = writeln!(o, "\t{label}{text}");
+                    }
+                }
+                if let Some(salt) = m.get("salt").and_then(|v| v.as_str()) {
+                    b64(
+                        &mut o,
+                        "\tSalt:       ",
+                        &luks2::metadata::B64::from_text(salt),
+                    );
+                }
             }
         }
         let _ = writeln!(o, "\tAF stripes: {}", k.af.stripes);
@@ -147,6 +177,11 @@ pub(crate) fn render(h: &Header) -> String {
     o.push_str("Tokens:\n");
     for (id, t) in &md.tokens {
         let _ = writeln!(o, "  {id}: {}", t.type_name);
+        if t.type_name == "luks2-keyring"
+            && let Some(desc) = t.fields.get("key_description").and_then(|v| v.as_str())
+        {
+            let _ = writeln!(o, "\tKey description: {desc}");
+        }
         for k in &t.keyslots {
             let _ = writeln!(o, "\tKeyslot:    {k}");
         }
