@@ -86,6 +86,15 @@ pub enum Error {
         #[source]
         source: devicemapper::DmError,
     },
+    /// Reading the active table of a mapping (our own `DM_TABLE_STATUS` ioctl) failed.
+    #[error("device-mapper table status of {name} failed")]
+    TableStatus {
+        /// The mapping.
+        name: String,
+        /// The system error.
+        #[source]
+        source: io::Error,
+    },
     /// A file system operation (device node, sysfs) failed.
     #[error("{op} {path}")]
     Io {

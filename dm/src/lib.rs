@@ -8,12 +8,15 @@
 //!   (`CRYPT-LUKS2-<uuid>-<name>`), so `cryptsetup status/close` work on our mappings.
 //! - [`DeviceMapper::resize`] reloads the table for the grown device with the key still in the
 //!   keyring; [`DeviceMapper::deactivate`] removes the mapping and drops the key;
-//!   [`DeviceMapper::status`] and [`DeviceMapper::list`] inspect.
+//!   [`DeviceMapper::status`] and [`DeviceMapper::list`] inspect (a driver finds its mappings
+//!   after a restart with them). They read tables with `DM_SECURE_DATA` into wiped buffers and
+//!   never keep an inline key of a foreign mapping (cryptsetup's `--disable-keyring`).
 //! - `/dev/mapper/<name>` exists when activation returns, with or without udev.
 //!
 //! The table builder is in `table`, keyring handling in `keyring`, the conversion from a parsed
-//! LUKS2 header in `luks2_volume` ([`CryptVolume::from_luks2`]), and the only `unsafe` code (raw
-//! `add_key`/`keyctl`/`mknod` calls) in `sys`. The `luks2` command's `open/close/resize/status`
+//! LUKS2 header in `luks2_volume` ([`CryptVolume::from_luks2`]), reading active tables in
+//! `active_table`, and the only `unsafe` code (raw `add_key`/`keyctl`/`mknod` calls and the table
+//! status ioctl) in `sys`. The `luks2` command's `open/close/resize/status`
 //! verbs are in `src/bin/luks2/mapping.rs`.
 //!
 //! Tests: the unit tests run anywhere. The privileged tests (`tests/vm_*.rs`: compatibility with
@@ -22,6 +25,7 @@
 //! kernel, and they also run as root on a Linux host. Elsewhere they skip, except under the
 //! VM rig (`ONMETAL_VM_TEST=1`), where a missing prerequisite is a failure.
 
+mod active_table;
 mod device;
 mod error;
 mod keyring;

@@ -1,9 +1,11 @@
 //! Activating, resizing, inspecting and removing dm-crypt mappings through device-mapper ioctls.
 
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use devicemapper::{DM, DevId, DmFlags, DmOptions, DmUuid};
 
+use crate::active_table::{self, ActiveTable};
 use crate::device;
 use crate::error::{Error, Result, ioctl_errno};
 use crate::keyring;
@@ -215,6 +217,7 @@ impl DeviceMapper {
         let id = DevId::Name(name.as_dm()?);
         let (info, params) = self.crypt_table(name)?;
         let parsed = table::parse(&params)?;
+        // Only a keyring reference can be reloaded (an inline key was never copied).
         let TableKey::Keyring(key) = &parsed.key else {
             return Err(Error::KeyUnavailable(name.to_string()));
         };
@@ -226,7 +229,11 @@ impl DeviceMapper {
         let Some(staged) = keyring::stage_existing(&key.description)? else {
             return Err(Error::KeyUnavailable(name.to_string()));
         };
-        let ro = info.flags() & DmFlags::DM_READONLY;
+        let ro = if info.read_only {
+            DmFlags::DM_READONLY
+        } else {
+            DmFlags::empty()
+        };
         let loaded = self.dm.table_load(
             &id,
             &[(0, length.0, "crypt".to_owned(), params)],
@@ -259,19 +266,15 @@ impl DeviceMapper {
             Err(e) => return Err(e),
         };
         let crypt = table::parse(&params)?;
-        let device = DevNum {
-            major: info.device().major,
-            minor: info.device().minor,
-        };
-        let size = device::size(device)?;
+        let size = device::size(info.device)?;
         Ok(Some(MappingStatus {
             name: name.clone(),
-            dm_uuid: info.uuid().map(|u| u.to_string()),
-            device,
+            dm_uuid: info.uuid,
+            device: info.device,
             path: device::mapper_path(name),
             size,
-            read_only: info.flags().contains(DmFlags::DM_READONLY),
-            open_count: u32::try_from(info.open_count()).unwrap_or(0),
+            read_only: info.read_only,
+            open_count: info.open_count,
             backing_path: device::node_path(crypt.device),
             crypt,
         }))
@@ -314,29 +317,25 @@ impl DeviceMapper {
         Ok(ours)
     }
 
-    /// The device info and the single crypt target's parameters of mapping `name`.
-    fn crypt_table(&self, name: &DmName) -> Result<(devicemapper::DeviceInfo, String)> {
-        let id = DevId::Name(name.as_dm()?);
-        let (info, targets) = match self.dm.table_status(
-            &id,
-            DmOptions::default().set_flags(DmFlags::DM_STATUS_TABLE),
-        ) {
-            Ok(r) => r,
-            Err(e) if ioctl_errno(&e) == Some(libc::ENXIO) => {
-                return Err(Error::NotFound(name.to_string()));
-            }
-            Err(e) => return Err(Error::ioctl("table status", name.as_str(), e)),
+    /// The state and the single crypt target's parameters of mapping `name`, read with
+    /// `DM_SECURE_DATA`; an inline key in the parameters is redacted ([`active_table`]).
+    fn crypt_table(&self, name: &DmName) -> Result<(ActiveTable, String)> {
+        let Some(mut info) = active_table::read(self.dm.file().as_fd(), name)? else {
+            return Err(Error::NotFound(name.to_string()));
         };
         let not_crypt = |reason| Error::NotCrypt {
             name: name.to_string(),
             reason,
         };
-        let mut targets = targets.into_iter();
-        let (start, _len, ttype, params) = targets.next().ok_or(not_crypt("no active table"))?;
+        let mut targets = std::mem::take(&mut info.targets).into_iter();
+        let target = targets.next().ok_or(not_crypt("no active table"))?;
         if targets.next().is_some() {
             return Err(not_crypt("more than one target"));
         }
-        if ttype != "crypt" || start != 0 {
+        let Some(params) = target.crypt_params else {
+            return Err(not_crypt("not a single crypt target"));
+        };
+        if target.start != 0 || target.kind != "crypt" {
             return Err(not_crypt("not a single crypt target"));
         }
         Ok((info, params))
