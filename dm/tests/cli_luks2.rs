@@ -470,6 +470,11 @@ fn open_refuses_ecb_by_policy() {
             cipher,
             "--key-size",
             "256",
+            // A keyslot cipher we can unlock: only the data segment's cipher is in question.
+            "--keyslot-cipher",
+            "aes-xts-plain64",
+            "--keyslot-key-size",
+            "512",
             "--key-file",
             s(&key),
         ];
