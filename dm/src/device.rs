@@ -1,10 +1,12 @@
-//! Block devices: numbers, sizes (from sysfs) and the `/dev/mapper/<name>` node.
+//! Block devices: numbers, sizes (from sysfs), the `/dev/mapper/<name>` node, and the checks
+//! that make activation exclusive per backing device.
 
 use std::ffi::CString;
-use std::fs;
+use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -14,13 +16,80 @@ use crate::types::{DevNum, DmName, Sectors};
 /// Where device-mapper device nodes live.
 pub const MAPPER_DIR: &str = "/dev/mapper";
 
-/// The device number of the block device at `path` (symlinks followed).
-pub(crate) fn block_device(path: &Path) -> Result<DevNum> {
-    let md = fs::metadata(path).map_err(|e| Error::io("stat", path, e))?;
+/// The device number of the block device open as `fd`.
+pub(crate) fn block_device_of(fd: BorrowedFd<'_>) -> Result<DevNum> {
+    let path = fd_path(fd);
+    let md = File::from(
+        fd.try_clone_to_owned()
+            .map_err(|e| Error::io("dup", &path, e))?,
+    )
+    .metadata()
+    .map_err(|e| Error::io("fstat", &path, e))?;
     if !md.file_type().is_block_device() {
-        return Err(Error::NotBlockDevice(path.to_owned()));
+        return Err(Error::NotBlockDevice(path));
     }
     Ok(devnum(md.rdev()))
+}
+
+/// `/proc/self/fd/<fd>`: reopening it opens the same inode, without resolving any name again.
+fn fd_path(fd: BorrowedFd<'_>) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// Where activation keeps its per-device lock files.
+const ACTIVATION_LOCK_DIR: &str = "/run/onmetal-csi";
+
+/// An exclusive `flock` on `/run/onmetal-csi/activate-<major>:<minor>`: activations of one
+/// backing device through this crate run one after the other, so that the "not in use" check and
+/// the table load that puts the device in use cannot interleave with another activation. The lock
+/// file stays (a few bytes in a tmpfs per device ever activated); removing it would race.
+#[derive(Debug)]
+pub(crate) struct ActivationLock {
+    _file: File,
+}
+
+impl ActivationLock {
+    pub(crate) fn acquire(dev: DevNum) -> Result<ActivationLock> {
+        fs::create_dir_all(ACTIVATION_LOCK_DIR)
+            .map_err(|e| Error::io("mkdir", ACTIVATION_LOCK_DIR, e))?;
+        let path = Path::new(ACTIVATION_LOCK_DIR).join(format!("activate-{dev}"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| Error::io("open lock", &path, e))?;
+        file.lock().map_err(|e| Error::io("lock", &path, e))?;
+        Ok(ActivationLock { _file: file })
+    }
+}
+
+/// Checks that nothing else uses the block device open as `fd` (number `dev`): no
+/// device-mapper mapping holds it, it is not mounted, nobody has it open exclusively — by
+/// opening it once more with `O_EXCL`, as cryptsetup does before it activates a LUKS device. The
+/// reopened device must still be `dev`.
+pub(crate) fn ensure_unused(fd: BorrowedFd<'_>, dev: DevNum) -> Result<()> {
+    let path = fd_path(fd);
+    let excl = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_EXCL | libc::O_CLOEXEC)
+        .open(&path);
+    let file = match excl {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => return Err(Error::DeviceInUse(dev)),
+        Err(e) => return Err(Error::io("open exclusively", &path, e)),
+    };
+    let found = block_device_of(file.as_fd())?;
+    if found != dev {
+        return Err(Error::DeviceChanged {
+            expected: dev,
+            found,
+        });
+    }
+    Ok(())
 }
 
 fn devnum(rdev: u64) -> DevNum {

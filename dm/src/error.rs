@@ -3,6 +3,8 @@
 use std::io;
 use std::path::PathBuf;
 
+use crate::types::DevNum;
+
 /// Result alias for this crate.
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -27,6 +29,29 @@ pub enum Error {
         field: &'static str,
         /// Why.
         reason: &'static str,
+    },
+    /// The caller's [`crate::ActivationPolicy`] does not accept this volume (for the driver's
+    /// policy: it is not one of the driver's volumes).
+    #[error("the {policy} activation policy refuses this volume: {field}: {reason}")]
+    Refused {
+        /// The policy's name.
+        policy: &'static str,
+        /// The offending field.
+        field: &'static str,
+        /// Why.
+        reason: &'static str,
+    },
+    /// The backing device is in use: mapped by another device-mapper device, mounted, or opened
+    /// exclusively. Nothing was changed.
+    #[error("backing device {0} is in use (already mapped or mounted)")]
+    DeviceInUse(DevNum),
+    /// The device handle given for activation is not the device expected.
+    #[error("device changed: expected {expected}, found {found}")]
+    DeviceChanged {
+        /// The device number the caller's handle has.
+        expected: DevNum,
+        /// The device number found.
+        found: DevNum,
     },
     /// The volume key has an impossible length.
     #[error("invalid volume key length {0} (expected 16..=128 bytes)")]
@@ -85,6 +110,15 @@ pub enum Error {
         /// The ioctl error.
         #[source]
         source: devicemapper::DmError,
+    },
+    /// Reading the active table of a mapping (our own `DM_TABLE_STATUS` ioctl) failed.
+    #[error("device-mapper table status of {name} failed")]
+    TableStatus {
+        /// The mapping.
+        name: String,
+        /// The system error.
+        #[source]
+        source: io::Error,
     },
     /// A file system operation (device node, sysfs) failed.
     #[error("{op} {path}")]

@@ -4,13 +4,18 @@
 //! 1. [`install`] adds it as a `logon` key (its payload can never be read back to user space) to
 //!    the calling thread's keyring, restricts its permissions, and links it into the user keyring
 //!    (`@u`), where it stays as long as the mapping lives — after this process has exited too.
+//!    Activation installs a key only once it owns the mapping name (the kernel has created the
+//!    device), so a key of the same description can only be a leftover, never another live
+//!    activation's key.
 //! 2. While the returned [`StagedKey`] lives, the key is also in the thread keyring, which is the
 //!    first place the kernel's `request_key` looks when dm-crypt's table constructor runs in this
 //!    thread. This works whatever session keyring the process has (in a container, the session
 //!    keyring often does not link `@u`).
 //! 3. A later table reload (resize) finds the key in `@u` by description ([`stage_existing`]) and
 //!    links it into the reloading thread's keyring for the duration of the ioctl.
-//! 4. [`remove`] invalidates the key when the mapping is removed.
+//! 4. [`remove_serial`] invalidates exactly the key a failed activation installed, or the key a
+//!    removed mapping used (found before the removal, so a new mapping of the same name that
+//!    appears meanwhile keeps its own key).
 
 use std::ffi::CString;
 use std::io;
@@ -66,6 +71,13 @@ pub(crate) struct StagedKey {
     serial: KeySerial,
 }
 
+impl StagedKey {
+    /// The key's serial.
+    pub(crate) fn serial(&self) -> KeySerial {
+        self.serial
+    }
+}
+
 impl Drop for StagedKey {
     fn drop(&mut self) {
         if let Err(e) = sys::unlink(self.serial, KEY_SPEC_THREAD_KEYRING) {
@@ -74,19 +86,45 @@ impl Drop for StagedKey {
     }
 }
 
-/// Adds `key` as the logon key `description` (see the module documentation).
+/// Adds `key` as the logon key `description` (see the module documentation). Only to be called
+/// by the owner of the mapping the description names (after the kernel created the device).
+///
+/// On error nothing is left behind: a key added before the failing step is invalidated.
 pub(crate) fn install(description: &str, key: &[u8]) -> Result<StagedKey> {
     let ktype = cstring(KEY_TYPE)?;
     let desc = cstring(description)?;
     // A leftover key of the same description (a crash between activation steps) goes first:
-    // its permissions may not allow an update.
+    // its permissions may not allow an update. It cannot be a live mapping's key: the caller owns
+    // the mapping name, and the description contains it.
     remove(description)?;
     let serial = sys::add_key(&ktype, &desc, key, KEY_SPEC_THREAD_KEYRING)
         .map_err(keyring_err("add_key logon"))?;
     let staged = StagedKey { serial };
-    sys::set_permissions(serial, KEY_PERM).map_err(keyring_err("setperm"))?;
-    sys::link(serial, KEY_SPEC_USER_KEYRING).map_err(keyring_err("link into @u"))?;
+    let linked = sys::set_permissions(serial, KEY_PERM)
+        .map_err(keyring_err("setperm"))
+        .and_then(|()| {
+            sys::link(serial, KEY_SPEC_USER_KEYRING).map_err(keyring_err("link into @u"))
+        });
+    if let Err(e) = linked {
+        drop(staged);
+        remove_serial(serial);
+        return Err(e);
+    }
     Ok(staged)
+}
+
+/// Invalidates the key `serial` (or, failing that, unlinks it from the user keyring). Errors are
+/// logged, not returned: this runs in cleanup paths, and a key that is already gone is fine.
+pub(crate) fn remove_serial(serial: KeySerial) {
+    if let Err(e) = sys::invalidate(serial) {
+        if e.raw_os_error() == Some(libc::ENOKEY) {
+            return;
+        }
+        tracing::debug!(error = %e, "invalidating the key failed; unlinking it instead");
+        if let Err(e) = sys::unlink(serial, KEY_SPEC_USER_KEYRING) {
+            tracing::warn!(error = %e, "cannot drop the volume key from the keyring");
+        }
+    }
 }
 
 /// Finds the key `description` in the user keyring and links it into this thread's keyring.

@@ -1,10 +1,12 @@
 //! From a parsed LUKS2 header (the `luks2` crate's validated model) to the [`CryptVolume`] this
-//! crate activates. Refuses what cryptsetup would not activate as a plain crypt mapping.
+//! crate activates. Refuses what cryptsetup would not activate as a plain crypt mapping, and what
+//! the caller's [`ActivationPolicy`] does not accept.
 
 use luks2::header::Header;
 use luks2::metadata::{SegmentKind, SegmentSize as Luks2Size};
 
 use crate::error::{Error, Result};
+use crate::policy::ActivationPolicy;
 use crate::segment::{CryptFlags, CryptSegment, CryptVolume, SectorSize, SegmentSize};
 use crate::types::Bytes;
 
@@ -14,12 +16,14 @@ fn unsupported(field: &'static str, reason: &'static str) -> Error {
 
 impl CryptVolume {
     /// The volume described by a LUKS2 header: UUID, its single `crypt` data segment and the
-    /// persistent flags of `config.flags`.
+    /// persistent flags of `config.flags`, if `policy` accepts it.
     ///
     /// Refused: headers with mandatory requirements (online reencryption, unknown features),
-    /// more or fewer than one segment, a segment that is not `crypt`, and dm-integrity
-    /// (authenticated encryption) segments.
-    pub fn from_luks2(header: &Header) -> Result<CryptVolume> {
+    /// more or fewer than one segment, a segment that is not `crypt`, dm-integrity
+    /// (authenticated encryption) segments, and whatever `policy` does not accept — including,
+    /// before any keyslot is tried, a volume key size (of the keyslots that open the segment)
+    /// that the policy would refuse at activation.
+    pub fn from_luks2(header: &Header, policy: &ActivationPolicy) -> Result<CryptVolume> {
         let md = &header.metadata;
         if md
             .config
@@ -33,8 +37,8 @@ impl CryptVolume {
                 "the header has mandatory requirements (e.g. reencryption in progress)",
             ));
         }
-        let mut segments = md.segments.values();
-        let segment = segments
+        let mut segments = md.segments.iter();
+        let (&segment_id, segment) = segments
             .next()
             .ok_or(unsupported("segments", "no data segment"))?;
         if segments.next().is_some() {
@@ -68,9 +72,9 @@ impl CryptVolume {
             .as_ref()
             .map(|f| CryptFlags::from_luks2_names(f.iter().map(String::as_str)))
             .unwrap_or_default();
-        let volume = CryptVolume {
+        let volume = CryptVolume::new(
             uuid,
-            segment: CryptSegment {
+            CryptSegment {
                 offset: Bytes(segment.offset),
                 size: match segment.size {
                     Luks2Size::Dynamic => SegmentSize::Dynamic,
@@ -81,8 +85,16 @@ impl CryptVolume {
                 sector_size: SectorSize::new(*sector_size)?,
             },
             flags,
-        };
-        volume.segment.validate()?;
+            policy,
+        )?;
+        if let Some((_, digest)) = md.digest_of_segment(segment_id) {
+            for id in &digest.keyslots {
+                if let Some(k) = md.keyslots.get(id).and_then(|k| k.as_luks2()) {
+                    let len = usize::try_from(k.key_size).unwrap_or(usize::MAX);
+                    policy.check_key_len(len)?;
+                }
+            }
+        }
         Ok(volume)
     }
 }
@@ -104,7 +116,8 @@ mod tests {
 
     #[test]
     fn converts_the_cryptsetup_fixture() {
-        let v = CryptVolume::from_luks2(&fixture()).expect("convert");
+        let v =
+            CryptVolume::from_luks2(&fixture(), &ActivationPolicy::cryptsetup()).expect("convert");
         assert_eq!(v.uuid.to_string(), "5d8a3f27-9a4e-4c7b-8f51-2a0c6e1b9d34");
         assert_eq!(v.segment.offset, Bytes(320 * 512));
         assert_eq!(v.segment.size, SegmentSize::Dynamic);
@@ -119,17 +132,18 @@ mod tests {
     fn honours_persistent_flags() {
         let mut h = fixture();
         h.metadata.config.flags = Some(vec!["allow-discards".into(), "no-read-workqueue".into()]);
-        let v = CryptVolume::from_luks2(&h).expect("convert");
+        let v = CryptVolume::from_luks2(&h, &ActivationPolicy::cryptsetup()).expect("convert");
         assert!(v.flags.allow_discards && v.flags.no_read_workqueue);
         assert!(!v.flags.no_write_workqueue);
     }
 
     #[test]
     fn refuses_what_is_not_a_plain_crypt_volume() {
-        let field_of = |h: &Header| match CryptVolume::from_luks2(h) {
-            Err(Error::InvalidSegment { field, .. }) => field,
-            other => panic!("expected a refusal, got {other:?}"),
-        };
+        let field_of =
+            |h: &Header| match CryptVolume::from_luks2(h, &ActivationPolicy::cryptsetup()) {
+                Err(Error::InvalidSegment { field, .. }) => field,
+                other => panic!("expected a refusal, got {other:?}"),
+            };
 
         let mut h = fixture();
         h.metadata.config.requirements = Some(Requirements {
@@ -154,5 +168,58 @@ mod tests {
         let mut h = fixture();
         h.metadata.segments.clear();
         assert_eq!(field_of(&h), "segments");
+    }
+
+    #[test]
+    fn the_driver_policy_accepts_only_the_driver_layout() {
+        let driver = ActivationPolicy::driver();
+        let refused_field = |h: &Header| match CryptVolume::from_luks2(h, &driver) {
+            Err(Error::Refused { field, .. }) => field,
+            other => panic!("expected a policy refusal, got {other:?}"),
+        };
+        // cryptsetup's fixture: data at 160 KiB, a 256-bit key.
+        let mut h = fixture();
+        assert_eq!(refused_field(&h), "offset");
+        for s in h.metadata.segments.values_mut() {
+            s.offset = 16 << 20;
+        }
+        assert_eq!(refused_field(&h), "key_size");
+        for k in h.metadata.keyslots.values_mut() {
+            if let luks2::metadata::Keyslot::Luks2(k) = k {
+                k.key_size = 64;
+            }
+        }
+        let v = CryptVolume::from_luks2(&h, &driver).expect("the driver's layout");
+        assert_eq!(v.policy(), &driver);
+        assert_eq!(v.segment.offset, Bytes(16 << 20));
+    }
+
+    #[test]
+    fn the_cryptsetup_policy_refuses_null_and_ecb() {
+        for (cipher, refused) in [
+            ("aes-ecb", true),
+            ("cipher_null-ecb", true),
+            ("aes-cbc-essiv:sha256", false),
+            ("aes-xts-plain64", false),
+        ] {
+            let mut h = fixture();
+            if let Some(s) = h.metadata.segments.get_mut(&SegmentId::new(0))
+                && let SegmentKind::Crypt { encryption, .. } = &mut s.kind
+            {
+                *encryption = cipher.into();
+            }
+            let r = CryptVolume::from_luks2(&h, &ActivationPolicy::cryptsetup());
+            assert_eq!(
+                matches!(
+                    r,
+                    Err(Error::Refused {
+                        field: "encryption",
+                        ..
+                    })
+                ),
+                refused,
+                "{cipher}: {r:?}"
+            );
+        }
     }
 }

@@ -1,13 +1,16 @@
 //! Activating, resizing, inspecting and removing dm-crypt mappings through device-mapper ioctls.
 
-use std::path::{Path, PathBuf};
+use std::os::fd::AsFd;
+use std::path::PathBuf;
 
 use devicemapper::{DM, DevId, DmFlags, DmOptions, DmUuid};
 
+use crate::active_table::{self, ActiveTable};
 use crate::device;
 use crate::error::{Error, Result, ioctl_errno};
 use crate::keyring;
 use crate::segment::{ActivateOptions, CryptVolume};
+use crate::sys::KeySerial;
 use crate::table::{self, KeyringKey, ParsedCrypt, TableKey};
 use crate::types::{DevNum, DmName, Sectors};
 
@@ -86,32 +89,42 @@ impl DeviceMapper {
             .map_err(Error::Unavailable)
     }
 
-    /// Activates `volume` on the block device `device` as `/dev/mapper/<name>`, with `key` (the
-    /// volume key, which goes to the kernel keyring and nowhere else).
+    /// Activates `volume` on the block device open as `device` — the handle the LUKS2 header was
+    /// read from, so that no path is resolved again between reading and activating — as
+    /// `/dev/mapper/<name>`, with `key` (the volume key, which goes to the kernel keyring and
+    /// nowhere else).
+    ///
+    /// First the volume and the key length are checked against the volume's
+    /// [`crate::ActivationPolicy`] (again: the volume may have been changed since it was built).
+    /// Activation is exclusive:
+    /// - per name: the kernel creates the device first, which fails for an existing name
+    ///   ([`Error::AlreadyExists`]); only then is the key installed, so a second activation of a
+    ///   name never touches the first one's key;
+    /// - per backing device: a device that is mapped already, mounted or opened exclusively is
+    ///   refused ([`Error::DeviceInUse`]), checked (by an `O_EXCL` open of the same inode) under a
+    ///   per-device lock that serialises this crate's activations of that device.
     ///
     /// The mapping is created with DM UUID `CRYPT-LUKS2-<uuid>-<name>`; its table is loaded with
-    /// `DM_SECURE_DATA` and names the key as `:<len>:logon:onmetal-csi:<DM UUID>`. On any failure
-    /// everything created so far (mapping, key) is removed again.
+    /// `DM_SECURE_DATA`, names the backing device by its number and the key as
+    /// `:<len>:logon:onmetal-csi:<DM UUID>`. On any failure exactly what this call created (the
+    /// device, its node, the key it installed) is removed again. The returned status is built
+    /// from what was created, not read back, so a successful activation returns `Ok`.
     pub fn activate(
         &self,
         name: &DmName,
-        device: &Path,
+        device: &impl AsFd,
         volume: &CryptVolume,
         key: &[u8],
         options: &ActivateOptions,
     ) -> Result<MappingStatus> {
-        if !(16..=128).contains(&key.len()) {
-            return Err(Error::InvalidKeyLength(key.len()));
-        }
+        let policy = volume.policy();
+        policy.check_key_len(key.len())?;
+        policy.check_volume(volume)?;
         let uuid = dm_uuid(&volume.uuid, name)?;
         let dm_name = name.as_dm()?;
         let id = DevId::Name(dm_name);
-        match self.dm.device_info(&id) {
-            Ok(_) => return Err(Error::AlreadyExists(name.to_string())),
-            Err(e) if ioctl_errno(&e) == Some(libc::ENXIO) => {}
-            Err(e) => return Err(Error::ioctl("info", name.as_str(), e)),
-        }
-        let backing = device::block_device(device)?;
+        let device = device.as_fd();
+        let backing = device::block_device_of(device)?;
         let device_size = device::size(backing)?;
         let key_ref = KeyringKey {
             key_size: key.len(),
@@ -119,59 +132,70 @@ impl DeviceMapper {
             description: keyring::description(&uuid),
         };
         let target = table::build(volume, &key_ref, backing, device_size, options.flags)?;
-
-        let staged = keyring::install(&key_ref.description, key)?;
+        let crypt = table::parse(&target.params)?;
         let dm_uuid = DmUuid::new(&uuid).map_err(|e| Error::ioctl("uuid", name.as_str(), e))?;
         let ro = if options.read_only {
             DmFlags::DM_READONLY
         } else {
             DmFlags::empty()
         };
+
+        let _lock = device::ActivationLock::acquire(backing)?;
+        match self.dm.device_info(&id) {
+            Ok(_) => return Err(Error::AlreadyExists(name.to_string())),
+            Err(e) if ioctl_errno(&e) == Some(libc::ENXIO) => {}
+            Err(e) => return Err(Error::ioctl("info", name.as_str(), e)),
+        }
+        device::ensure_unused(device, backing)?;
+
+        // 1. The name: the kernel refuses a second device of this name (or DM UUID).
         let created = self
             .dm
             .device_create(dm_name, Some(dm_uuid), DmOptions::default().set_flags(ro))
             .map_err(|e| match ioctl_errno(&e) {
                 Some(libc::EBUSY) => Error::AlreadyExists(name.to_string()),
                 _ => Error::ioctl("create", name.as_str(), e),
-            });
-        let created = match created {
-            Ok(info) => info,
-            Err(e) => {
-                drop(staged);
-                self.forget_key(&key_ref.description);
-                return Err(e);
-            }
+            })?;
+        let dev = DevNum {
+            major: created.device().major,
+            minor: created.device().minor,
         };
-        let loaded = self
-            .dm
+        let mut undo = Undo {
+            mapper: self,
+            name,
+            dev,
+            key: None,
+            armed: true,
+        };
+        // 2. The key, now that the name is ours.
+        let staged = keyring::install(&key_ref.description, key)?;
+        undo.key = Some(staged.serial());
+        // 3. The table and the node.
+        self.dm
             .table_load(
                 &id,
                 &[(0, target.length.0, "crypt".to_owned(), target.params)],
                 DmOptions::default().set_flags(DmFlags::DM_SECURE_DATA | ro),
             )
-            .map_err(|e| Error::ioctl("table load", name.as_str(), e))
-            .and_then(|_| {
-                self.dm
-                    .device_suspend(&id, DmOptions::default())
-                    .map_err(|e| Error::ioctl("resume", name.as_str(), e))
-            });
+            .map_err(|e| Error::ioctl("table load", name.as_str(), e))?;
+        self.dm
+            .device_suspend(&id, DmOptions::default())
+            .map_err(|e| Error::ioctl("resume", name.as_str(), e))?;
         drop(staged);
-        let dev = DevNum {
-            major: created.device().major,
-            minor: created.device().minor,
-        };
-        let node = loaded.and_then(|_| device::ensure_mapper_node(name, dev));
-        if let Err(e) = node {
-            if let Err(e2) = self.dm.device_remove(&id, DmOptions::default()) {
-                tracing::warn!(mapping = %name, error = %e2, "cleanup after failed activation");
-            }
-            device::remove_mapper_node(name, dev);
-            self.forget_key(&key_ref.description);
-            return Err(e);
-        }
+        let path = device::ensure_mapper_node(name, dev)?;
+        undo.disarm();
         tracing::info!(mapping = %name, "activated");
-        self.status(name)?
-            .ok_or_else(|| Error::NotFound(name.to_string()))
+        Ok(MappingStatus {
+            name: name.clone(),
+            dm_uuid: Some(uuid),
+            device: dev,
+            path,
+            size: target.length,
+            read_only: options.read_only,
+            open_count: 0,
+            backing_path: device::node_path(crypt.device),
+            crypt,
+        })
     }
 
     /// Removes mapping `name` and drops its key from the keyring. A mapping that stays in use
@@ -180,6 +204,16 @@ impl DeviceMapper {
         let status = self
             .status(name)?
             .ok_or_else(|| Error::NotFound(name.to_string()))?;
+        // The key this mapping uses, found before the mapping goes: after the removal, a new
+        // activation of the same name may install a key of the same description.
+        let key = match status.keyring_key() {
+            Some(k) if keyring::is_ours(&k.description) => keyring::find(&k.description)
+                .unwrap_or_else(|e| {
+                    tracing::warn!(mapping = %name, error = %e, "cannot find the volume key");
+                    None
+                }),
+            _ => None,
+        };
         let id = DevId::Name(name.as_dm()?);
         let mut attempt = 0;
         loop {
@@ -199,10 +233,8 @@ impl DeviceMapper {
             }
         }
         device::remove_mapper_node(name, status.device);
-        if let Some(k) = status.keyring_key()
-            && keyring::is_ours(&k.description)
-        {
-            self.forget_key(&k.description);
+        if let Some(serial) = key {
+            keyring::remove_serial(serial);
         }
         tracing::info!(mapping = %name, "deactivated");
         Ok(())
@@ -215,6 +247,7 @@ impl DeviceMapper {
         let id = DevId::Name(name.as_dm()?);
         let (info, params) = self.crypt_table(name)?;
         let parsed = table::parse(&params)?;
+        // Only a keyring reference can be reloaded (an inline key was never copied).
         let TableKey::Keyring(key) = &parsed.key else {
             return Err(Error::KeyUnavailable(name.to_string()));
         };
@@ -226,7 +259,11 @@ impl DeviceMapper {
         let Some(staged) = keyring::stage_existing(&key.description)? else {
             return Err(Error::KeyUnavailable(name.to_string()));
         };
-        let ro = info.flags() & DmFlags::DM_READONLY;
+        let ro = if info.read_only {
+            DmFlags::DM_READONLY
+        } else {
+            DmFlags::empty()
+        };
         let loaded = self.dm.table_load(
             &id,
             &[(0, length.0, "crypt".to_owned(), params)],
@@ -259,19 +296,15 @@ impl DeviceMapper {
             Err(e) => return Err(e),
         };
         let crypt = table::parse(&params)?;
-        let device = DevNum {
-            major: info.device().major,
-            minor: info.device().minor,
-        };
-        let size = device::size(device)?;
+        let size = device::size(info.device)?;
         Ok(Some(MappingStatus {
             name: name.clone(),
-            dm_uuid: info.uuid().map(|u| u.to_string()),
-            device,
+            dm_uuid: info.uuid,
+            device: info.device,
             path: device::mapper_path(name),
             size,
-            read_only: info.flags().contains(DmFlags::DM_READONLY),
-            open_count: u32::try_from(info.open_count()).unwrap_or(0),
+            read_only: info.read_only,
+            open_count: info.open_count,
             backing_path: device::node_path(crypt.device),
             crypt,
         }))
@@ -314,37 +347,71 @@ impl DeviceMapper {
         Ok(ours)
     }
 
-    /// The device info and the single crypt target's parameters of mapping `name`.
-    fn crypt_table(&self, name: &DmName) -> Result<(devicemapper::DeviceInfo, String)> {
-        let id = DevId::Name(name.as_dm()?);
-        let (info, targets) = match self.dm.table_status(
-            &id,
-            DmOptions::default().set_flags(DmFlags::DM_STATUS_TABLE),
-        ) {
-            Ok(r) => r,
-            Err(e) if ioctl_errno(&e) == Some(libc::ENXIO) => {
-                return Err(Error::NotFound(name.to_string()));
-            }
-            Err(e) => return Err(Error::ioctl("table status", name.as_str(), e)),
+    /// The state and the single crypt target's parameters of mapping `name`, read with
+    /// `DM_SECURE_DATA`; an inline key in the parameters is redacted ([`active_table`]).
+    fn crypt_table(&self, name: &DmName) -> Result<(ActiveTable, String)> {
+        let Some(mut info) = active_table::read(self.dm.file().as_fd(), name)? else {
+            return Err(Error::NotFound(name.to_string()));
         };
         let not_crypt = |reason| Error::NotCrypt {
             name: name.to_string(),
             reason,
         };
-        let mut targets = targets.into_iter();
-        let (start, _len, ttype, params) = targets.next().ok_or(not_crypt("no active table"))?;
+        let mut targets = std::mem::take(&mut info.targets).into_iter();
+        let target = targets.next().ok_or(not_crypt("no active table"))?;
         if targets.next().is_some() {
             return Err(not_crypt("more than one target"));
         }
-        if ttype != "crypt" || start != 0 {
+        let Some(params) = target.crypt_params else {
+            return Err(not_crypt("not a single crypt target"));
+        };
+        if target.start != 0 || target.kind != "crypt" {
             return Err(not_crypt("not a single crypt target"));
         }
         Ok((info, params))
     }
+}
 
-    fn forget_key(&self, description: &str) {
-        if let Err(e) = keyring::remove(description) {
-            tracing::warn!(error = %e, "cannot drop the volume key from the keyring");
+/// What a failing activation must take back: the device it created, its node, the key it
+/// installed — nothing else (not a key of the same description that another activation owns).
+struct Undo<'a> {
+    mapper: &'a DeviceMapper,
+    name: &'a DmName,
+    dev: DevNum,
+    key: Option<KeySerial>,
+    armed: bool,
+}
+
+impl Undo<'_> {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Undo<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let name = self.name;
+        if let Ok(dm_name) = name.as_dm() {
+            let id = DevId::Name(dm_name);
+            for attempt in 1..=REMOVE_ATTEMPTS {
+                match self.mapper.dm.device_remove(&id, DmOptions::default()) {
+                    Ok(_) => break,
+                    Err(e) if ioctl_errno(&e) == Some(libc::EBUSY) && attempt < REMOVE_ATTEMPTS => {
+                        std::thread::sleep(REMOVE_PAUSE);
+                    }
+                    Err(e) => {
+                        tracing::warn!(mapping = %name, error = %e, "cleanup after failed activation");
+                        break;
+                    }
+                }
+            }
+        }
+        device::remove_mapper_node(name, self.dev);
+        if let Some(serial) = self.key.take() {
+            keyring::remove_serial(serial);
         }
     }
 }

@@ -5,6 +5,7 @@
 //! LUKS2 header model; `from_luks2` style constructors convert a parsed header into it.
 
 use crate::error::{Error, Result};
+use crate::policy::ActivationPolicy;
 use crate::types::Bytes;
 
 /// The size of the data segment: a fixed byte count, or "to the end of the device".
@@ -144,9 +145,6 @@ impl CryptSegment {
         if enc.is_empty() || enc.len() > 128 || !enc.bytes().all(|b| b.is_ascii_graphic()) {
             return bad("encryption", "must be 1..=128 printable characters");
         }
-        if enc.starts_with("cipher_null") {
-            return bad("encryption", "cipher_null (no encryption) is refused");
-        }
         if !self.offset.0.is_multiple_of(512) {
             return bad("offset", "not a multiple of 512 bytes");
         }
@@ -165,7 +163,11 @@ impl CryptSegment {
     }
 }
 
-/// A LUKS2 volume to activate: header UUID, data segment and persistent flags.
+/// A LUKS2 volume to activate: header UUID, data segment and persistent flags, accepted by an
+/// [`ActivationPolicy`] that it keeps (activation checks the volume against it again).
+///
+/// Built only through [`CryptVolume::from_luks2`] or [`CryptVolume::new`], both of which take the
+/// policy: there is no way to activate a volume without choosing one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CryptVolume {
     /// The LUKS2 header UUID; the DM UUID is `CRYPT-LUKS2-<uuid without dashes>-<name>`.
@@ -174,6 +176,32 @@ pub struct CryptVolume {
     pub segment: CryptSegment,
     /// Flags stored in the header (`config.flags`).
     pub flags: CryptFlags,
+    policy: ActivationPolicy,
+}
+
+impl CryptVolume {
+    /// A volume from its parts (for example from another tool's description of a LUKS2 header),
+    /// if `policy` accepts its segment.
+    pub fn new(
+        uuid: uuid::Uuid,
+        segment: CryptSegment,
+        flags: CryptFlags,
+        policy: &ActivationPolicy,
+    ) -> Result<CryptVolume> {
+        let volume = CryptVolume {
+            uuid,
+            segment,
+            flags,
+            policy: *policy,
+        };
+        policy.check_volume(&volume)?;
+        Ok(volume)
+    }
+
+    /// The policy this volume was accepted by (and is checked against again on activation).
+    pub fn policy(&self) -> &ActivationPolicy {
+        &self.policy
+    }
 }
 
 /// Per-activation options chosen by the caller.
@@ -241,13 +269,6 @@ mod tests {
         assert_eq!(
             field_of(CryptSegment {
                 encryption: "aes xts".into(),
-                ..seg()
-            }),
-            "encryption"
-        );
-        assert_eq!(
-            field_of(CryptSegment {
-                encryption: "cipher_null-ecb".into(),
                 ..seg()
             }),
             "encryption"

@@ -1,6 +1,8 @@
 //! The only module of this crate with `unsafe` code: raw system calls the `devicemapper` crate and
-//! the standard library do not offer — the kernel key management calls (`add_key`, `keyctl`) and
-//! `mknod` for device nodes when no udev daemon creates them.
+//! the standard library do not offer — the kernel key management calls (`add_key`, `keyctl`),
+//! `mknod` for device nodes when no udev daemon creates them, and the device-mapper ioctl for
+//! reading a table with `DM_SECURE_DATA` into a buffer we wipe (the `devicemapper` crate neither
+//! passes that flag for table status nor wipes its buffers).
 //!
 //! Every function here is a thin, typed wrapper: arguments are checked or built from safe types
 //! (`CStr`, slices) before the call, results are mapped to `io::Result`.
@@ -8,6 +10,7 @@
 
 use std::ffi::CStr;
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// A key or keyring serial number, or one of the special `KEY_SPEC_*` ids.
 pub(crate) type KeySerial = i32;
@@ -111,6 +114,44 @@ pub(crate) fn mknod_block(path: &CStr, mode: u32, major: u32, minor: u32) -> io:
     // integers; mknod does not retain the pointer.
     let r = unsafe { libc::mknod(path.as_ptr(), libc::S_IFBLK | (mode & 0o7777), dev) };
     if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `sizeof(struct dm_ioctl)` (include/uapi/linux/dm-ioctl.h), which is also where the data starts.
+pub(crate) const DM_IOCTL_SIZE_U32: u32 = 312;
+/// [`DM_IOCTL_SIZE_U32`] as a length.
+pub(crate) const DM_IOCTL_SIZE: usize = DM_IOCTL_SIZE_U32 as usize;
+/// Offset of `data_size` in `struct dm_ioctl`.
+const DM_DATA_SIZE_OFFSET: usize = 12;
+/// The device-mapper ioctl type (`DM_IOCTL`).
+const DM_IOCTL_TYPE: u64 = 0xfd;
+
+/// `ioctl(control, _IOWR(DM_IOCTL, cmd, struct dm_ioctl), buf)`: `buf` starts with a `struct
+/// dm_ioctl` the caller has prepared; its `data_size` is set here to `buf.len()`, so the kernel
+/// reads and writes only inside `buf`.
+pub(crate) fn dm_ioctl(control: BorrowedFd<'_>, cmd: u8, buf: &mut [u8]) -> io::Result<()> {
+    let size = u32::try_from(buf.len())
+        .ok()
+        .filter(|&n| n as usize >= DM_IOCTL_SIZE)
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    buf[DM_DATA_SIZE_OFFSET..DM_DATA_SIZE_OFFSET + 4].copy_from_slice(&size.to_ne_bytes());
+    // _IOWR: direction read|write (3) << 30, argument size << 16, type << 8, number.
+    let request =
+        (3u64 << 30) | (u64::from(DM_IOCTL_SIZE_U32) << 16) | (DM_IOCTL_TYPE << 8) | u64::from(cmd);
+    // SAFETY: `buf` is a valid, writable buffer of `buf.len()` bytes that outlives the call; it
+    // begins with a `struct dm_ioctl` (at least DM_IOCTL_SIZE bytes, checked above) whose
+    // `data_size` is exactly `buf.len()`, and the kernel never reads or writes beyond
+    // `data_size`. The kernel does not keep the pointer after the call.
+    let r = unsafe {
+        libc::ioctl(
+            control.as_raw_fd(),
+            request as _,
+            buf.as_mut_ptr().cast::<libc::c_void>(),
+        )
+    };
+    if r < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())

@@ -216,17 +216,19 @@ mod tests {
     use crate::types::Bytes;
 
     fn volume(sector: SectorSize, size: SegmentSize) -> CryptVolume {
-        CryptVolume {
-            uuid: uuid::Uuid::nil(),
-            segment: CryptSegment {
+        CryptVolume::new(
+            uuid::Uuid::nil(),
+            CryptSegment {
                 offset: Bytes(16 << 20),
                 size,
                 iv_tweak: 0,
                 encryption: "aes-xts-plain64".into(),
                 sector_size: sector,
             },
-            flags: CryptFlags::default(),
-        }
+            CryptFlags::default(),
+            &crate::ActivationPolicy::cryptsetup(),
+        )
+        .expect("accepted")
     }
 
     fn key() -> KeyringKey {

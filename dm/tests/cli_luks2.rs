@@ -453,3 +453,49 @@ fn tokens_backup_restore_repair_erase() {
         1
     );
 }
+
+/// `luks2 open` uses the cryptsetup activation policy: a volume with the null cipher or ECB mode
+/// is refused (exit 1) before any passphrase is tried or device-mapper is touched, so this runs
+/// on a plain image file; a cipher the policy accepts gets past the policy (and then fails here
+/// only for want of a block device or device-mapper).
+#[test]
+fn open_refuses_ecb_by_policy() {
+    let Some(t) = T::new() else { return };
+    let key = t.file("key", b"pw");
+    for (cipher, refused) in [("aes-ecb", true), ("aes-cbc-plain64", false)] {
+        let img = t.img(&format!("{cipher}.img"), 32 * MIB);
+        let mut args = vec![
+            "luksFormat",
+            "-q",
+            "--type",
+            "luks2",
+            "--cipher",
+            cipher,
+            "--key-size",
+            "256",
+            // A keyslot cipher we can unlock: only the data segment's cipher is in question.
+            "--keyslot-cipher",
+            "aes-xts-plain64",
+            "--keyslot-key-size",
+            "512",
+            "--key-file",
+            s(&key),
+        ];
+        args.extend(FAST);
+        args.push(s(&img));
+        t.cs_ok(&args);
+        let o = luks2(&["open", "--key-file", s(&key), s(&img), "ecb_delme"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(
+            err.contains("activation policy refuses this volume"),
+            refused,
+            "{cipher}: {err}"
+        );
+        if refused {
+            assert_eq!(code(&o), 1, "{cipher}: {err}");
+            assert!(err.contains("ECB"), "{cipher}: {err}");
+        } else {
+            assert_ne!(code(&o), 0, "a plain file cannot be activated");
+        }
+    }
+}

@@ -40,7 +40,13 @@ fn data_round_trip(key_bits: u32, sector_size: u32, kdf: Kdf) {
     let ours = unique_name("ours");
     let _g2 = MappingGuard(ours.clone());
     let st = dm
-        .activate(&ours, &lo.dev, &volume, &key, &ActivateOptions::default())
+        .activate(
+            &ours,
+            &lo.handle(),
+            &volume,
+            &key,
+            &ActivateOptions::default(),
+        )
         .unwrap();
     assert!(
         is_block_device(&st.path),
@@ -111,7 +117,13 @@ fn vm_table_shows_only_the_keyring_reference() {
     let name = unique_name("tbl");
     let _g = MappingGuard(name.clone());
     let st = dm
-        .activate(&name, &lo.dev, &volume, &key, &ActivateOptions::default())
+        .activate(
+            &name,
+            &lo.handle(),
+            &volume,
+            &key,
+            &ActivateOptions::default(),
+        )
         .unwrap();
 
     let uuid = format!("CRYPT-LUKS2-{}-{}", volume.uuid.simple(), name.as_str());
@@ -161,8 +173,14 @@ fn vm_cryptsetup_status_and_close_recognise_our_mapping() {
     let dm = DeviceMapper::new().unwrap();
     let name = unique_name("cst");
     let _g = MappingGuard(name.clone());
-    dm.activate(&name, &lo.dev, &volume, &key, &ActivateOptions::default())
-        .unwrap();
+    dm.activate(
+        &name,
+        &lo.handle(),
+        &volume,
+        &key,
+        &ActivateOptions::default(),
+    )
+    .unwrap();
 
     let status = run("cryptsetup", &["status", name.as_str()]);
     for want in [

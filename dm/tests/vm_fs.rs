@@ -17,7 +17,13 @@ fn filesystem_survives_close_and_reopen(fstype: &str, mib: u64) {
     let _g = MappingGuard(name.clone());
 
     let st = dm
-        .activate(&name, &lo.dev, &volume, &key, &ActivateOptions::default())
+        .activate(
+            &name,
+            &lo.handle(),
+            &volume,
+            &key,
+            &ActivateOptions::default(),
+        )
         .unwrap();
     let mkfs = format!("mkfs.{fstype}");
     run(&mkfs, &["-q", st.path.to_str().unwrap()]);
@@ -31,7 +37,13 @@ fn filesystem_survives_close_and_reopen(fstype: &str, mib: u64) {
 
     // Reopened by us.
     let st = dm
-        .activate(&name, &lo.dev, &volume, &key, &ActivateOptions::default())
+        .activate(
+            &name,
+            &lo.handle(),
+            &volume,
+            &key,
+            &ActivateOptions::default(),
+        )
         .unwrap();
     let m = Mount::new(&st.path, fstype);
     assert!(
@@ -58,7 +70,13 @@ fn filesystem_survives_close_and_reopen(fstype: &str, mib: u64) {
     run("cryptsetup", &["close", name.as_str()]);
     // fsck agrees the filesystem is clean.
     let st = dm
-        .activate(&name, &lo.dev, &volume, &key, &ActivateOptions::default())
+        .activate(
+            &name,
+            &lo.handle(),
+            &volume,
+            &key,
+            &ActivateOptions::default(),
+        )
         .unwrap();
     let check = match fstype {
         "xfs" => run("xfs_repair", &["-n", st.path.to_str().unwrap()]),

@@ -31,7 +31,7 @@ fn fixture(mib: u64, sector_size: u32) -> Fixture {
 fn activate(f: &Fixture, name: &DmName, options: ActivateOptions) -> dm::MappingStatus {
     DeviceMapper::new()
         .unwrap()
-        .activate(name, &f.lo.dev, &f.volume, &f.key, &options)
+        .activate(name, &f.lo.handle(), &f.volume, &f.key, &options)
         .unwrap()
 }
 
@@ -299,7 +299,7 @@ fn vm_header_and_caller_flags_are_honoured() {
     let st = dm
         .activate(
             &name,
-            &f.lo.dev,
+            &f.lo.handle(),
             &volume,
             &f.key,
             &ActivateOptions {
@@ -390,7 +390,13 @@ fn vm_failed_activation_leaves_nothing_behind() {
     // The kernel refuses the table (unknown cipher): no mapping, no node, no key.
     let mut bad = f.volume.clone();
     bad.segment.encryption = "nosuchcipher-xts-plain64".into();
-    let r = dm.activate(&name, &f.lo.dev, &bad, &f.key, &ActivateOptions::default());
+    let r = dm.activate(
+        &name,
+        &f.lo.handle(),
+        &bad,
+        &f.key,
+        &ActivateOptions::default(),
+    );
     assert!(matches!(r, Err(Error::Ioctl { .. })), "{r:?}");
     assert!(!mapping_exists(&name));
     assert!(!dm::mapper_path(&name).exists());
@@ -399,14 +405,20 @@ fn vm_failed_activation_leaves_nothing_behind() {
     // A segment larger than the device.
     let mut big = f.volume.clone();
     big.segment.size = SegmentSize::Fixed(dm::Bytes(1 << 30));
-    let r = dm.activate(&name, &f.lo.dev, &big, &f.key, &ActivateOptions::default());
+    let r = dm.activate(
+        &name,
+        &f.lo.handle(),
+        &big,
+        &f.key,
+        &ActivateOptions::default(),
+    );
     assert!(matches!(r, Err(Error::DeviceTooSmall { .. })), "{r:?}");
     assert!(!mapping_exists(&name));
 
     // Not a block device.
     let r = dm.activate(
         &name,
-        &f.lo.file,
+        &std::fs::File::open(&f.lo.file).unwrap(),
         &f.volume,
         &f.key,
         &ActivateOptions::default(),
@@ -418,7 +430,7 @@ fn vm_failed_activation_leaves_nothing_behind() {
     write_at(&st.path, 0, &pattern(5, 4096));
     let r = dm.activate(
         &name,
-        &f.lo.dev,
+        &f.lo.handle(),
         &f.volume,
         &f.key,
         &ActivateOptions::default(),

@@ -67,7 +67,9 @@ fn compare(label: &str, opts: &ActivateOptions, cryptsetup_extra: &[&str]) {
     let (mut ow, mut or, mut cw, mut cr) = Default::default();
     // Alternate so that warm-up and background noise hit both sides alike.
     for _ in 0..ROUNDS {
-        let st = dm.activate(&ours, &lo.dev, &volume, &key, opts).unwrap();
+        let st = dm
+            .activate(&ours, &lo.handle(), &volume, &key, opts)
+            .unwrap();
         let (w, r) = pass(&st.path);
         ow += w;
         or += r;

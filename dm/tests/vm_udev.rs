@@ -102,9 +102,13 @@ fn vm_udev_makes_and_removes_the_node() {
     let dev = lo.dev.clone();
     let n = name.clone();
     let st = within(Duration::from_secs(120), "activation", move || {
-        DeviceMapper::new()
-            .unwrap()
-            .activate(&n, &dev, &volume, &key, &ActivateOptions::default())
+        DeviceMapper::new().unwrap().activate(
+            &n,
+            &std::fs::File::open(&dev).unwrap(),
+            &volume,
+            &key,
+            &ActivateOptions::default(),
+        )
     })
     .unwrap();
     let link = std::fs::symlink_metadata(&st.path).unwrap();

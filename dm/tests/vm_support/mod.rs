@@ -15,7 +15,8 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use dm::{
-    Bytes, CryptFlags, CryptSegment, CryptVolume, DeviceMapper, DmName, SectorSize, SegmentSize,
+    ActivationPolicy, Bytes, CryptFlags, CryptSegment, CryptVolume, DeviceMapper, DmName,
+    SectorSize, SegmentSize,
 };
 
 /// True when privileged tests can run here. Panics when they cannot but must (in the VM rig).
@@ -120,6 +121,11 @@ impl LoopDev {
 
     pub fn path(&self) -> &str {
         self.dev.to_str().unwrap()
+    }
+
+    /// A read-only handle on the loop device (what activation takes).
+    pub fn handle(&self) -> File {
+        File::open(&self.dev).unwrap()
     }
 
     /// Grows the backing file to `mib` and tells the loop driver.
@@ -307,9 +313,9 @@ pub fn cryptsetup_volume(dev: &str) -> CryptVolume {
         .map(|a| a.iter().filter_map(|f| f.as_str()).collect::<Vec<_>>())
         .unwrap_or_default();
     let uuid = run("cryptsetup", &["luksUUID", dev]);
-    CryptVolume {
-        uuid: uuid.trim().parse().unwrap(),
-        segment: CryptSegment {
+    CryptVolume::new(
+        uuid.trim().parse().unwrap(),
+        CryptSegment {
             offset: Bytes(num(&seg["offset"])),
             size,
             iv_tweak: num(&seg["iv_tweak"]),
@@ -319,8 +325,10 @@ pub fn cryptsetup_volume(dev: &str) -> CryptVolume {
             )
             .unwrap(),
         },
-        flags: CryptFlags::from_luks2_names(flags),
-    }
+        CryptFlags::from_luks2_names(flags),
+        &ActivationPolicy::cryptsetup(),
+    )
+    .unwrap()
 }
 
 /// `cryptsetup open` of `dev` as `name` with the test passphrase.

@@ -1,11 +1,14 @@
 //! The device-mapper verbs of `luks2`: `open`, `close`, `resize`, `status` (the `dm` crate's part
-//! of the command). Exit codes as for the other verbs; `close` of a mapping in use and `open` of
-//! an existing name give 5 (busy), an unknown mapping 4.
+//! of the command). Exit codes as for the other verbs; `close` of a mapping in use, `open` of an
+//! existing name or of a device that is mapped or mounted already give 5 (busy), an unknown
+//! mapping 4, a volume the cryptsetup activation policy refuses (null cipher, ECB) 1.
 
 use std::path::PathBuf;
 
 use clap::Args;
-use dm::{ActivateOptions, CryptFlags, CryptVolume, DeviceMapper, DmName, TableKey};
+use dm::{
+    ActivateOptions, ActivationPolicy, CryptFlags, CryptVolume, DeviceMapper, DmName, TableKey,
+};
 use luks2::Luks2Device;
 
 use super::{CliError, open_device, read_key_file};
@@ -53,8 +56,11 @@ fn mapper() -> Result<DeviceMapper, CliError> {
 pub(crate) fn open(a: OpenArgs) -> Result<(), CliError> {
     let name = name(&a.name)?;
     let pass = read_key_file(&a.key_file)?;
+    // One handle for everything: the header is read from it and the mapping is made of the
+    // device it has open (no second lookup of the path).
     let dev = Luks2Device::open(open_device(&a.device, false)?)?;
-    let volume = CryptVolume::from_luks2(dev.header()).map_err(CliError::Dm)?;
+    let volume = CryptVolume::from_luks2(dev.header(), &ActivationPolicy::cryptsetup())
+        .map_err(CliError::Dm)?;
     let (_, key) = dev.unlock(&pass, None)?;
     drop(pass);
     let options = ActivateOptions {
@@ -67,7 +73,7 @@ pub(crate) fn open(a: OpenArgs) -> Result<(), CliError> {
         },
     };
     mapper()?
-        .activate(&name, &a.device, &volume, key.as_bytes(), &options)
+        .activate(&name, dev.device(), &volume, key.as_bytes(), &options)
         .map_err(CliError::Dm)?;
     Ok(())
 }
@@ -149,10 +155,14 @@ pub(crate) fn status(a: NameArgs) -> Result<(), CliError> {
 pub(crate) fn exit_code(e: &dm::Error) -> u8 {
     use dm::Error as E;
     match e {
-        E::InvalidName { .. } | E::InvalidSegment { .. } | E::InvalidKeyLength(_) => 1,
+        E::InvalidName { .. }
+        | E::InvalidSegment { .. }
+        | E::InvalidKeyLength(_)
+        | E::Refused { .. } => 1,
         E::KeyUnavailable(_) => 2,
         E::NotFound(_) | E::NotBlockDevice(_) | E::NotCrypt { .. } | E::DeviceTooSmall { .. } => 4,
-        E::AlreadyExists(_) | E::Busy(_) => 5,
+        E::AlreadyExists(_) | E::Busy(_) | E::DeviceInUse(_) => 5,
+        E::DeviceChanged { .. } => 4,
         E::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => 2,
         _ => 1,
     }
