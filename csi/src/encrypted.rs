@@ -12,7 +12,7 @@ use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
 use kms::{Dek, Kms, KmsConfig, WrappedKey};
-use luks2::crypto::{HashAlgorithm, KdfKind, PbkdfOptions};
+use luks2::crypto::{HashAlgorithm, KdfKind, KdfLimits, PbkdfOptions};
 use luks2::format::FormatOptions;
 use luks2::header::Header;
 use luks2::metadata::{DigestKind, SegmentId};
@@ -27,8 +27,6 @@ pub const TOKEN_TYPE: &str = "onmetal-csi-wrapped-key";
 pub const DEK_LEN: usize = 64;
 /// The PBKDF2 iterations of our keyslot and digest (cryptsetup's minimum).
 pub const PBKDF2_ITERATIONS: u32 = 1000;
-/// A digest costlier than this is not one of ours: refused before any PBKDF2 runs.
-pub const MAX_DIGEST_ITERATIONS: i64 = 10_000;
 /// The LUKS2 encryption sector size of our volumes.
 pub const SECTOR_SIZE: u32 = 4096;
 
@@ -105,7 +103,8 @@ fn token_json(record: &WrappedKey) -> String {
 }
 
 /// Checks the DEK against the header's digest of the data segment (PBKDF2 with the header's
-/// iterations, bounded: our own volumes use [`PBKDF2_ITERATIONS`]).
+/// iterations, bounded by [`KdfLimits::driver`]: our own volumes use [`PBKDF2_ITERATIONS`], a
+/// costlier digest is refused before any PBKDF2 runs).
 pub fn verify_dek(header: &Header, dek: &Dek) -> Result<()> {
     let seg = SegmentId::new(0);
     let (id, digest) = header
@@ -114,19 +113,20 @@ pub fn verify_dek(header: &Header, dek: &Dek) -> Result<()> {
         .iter()
         .find(|(_, d)| d.segments.contains(&seg))
         .ok_or_else(|| Error::precondition("the LUKS2 header has no digest for segment 0"))?;
-    let DigestKind::Pbkdf2(p) = &digest.kind else {
+    let DigestKind::Pbkdf2(_) = &digest.kind else {
         return Err(Error::precondition(
             "the LUKS2 header's digest is not PBKDF2: not a volume of this driver",
         ));
     };
-    if p.iterations > MAX_DIGEST_ITERATIONS {
-        return Err(Error::precondition(format!(
-            "the LUKS2 digest uses {} PBKDF2 iterations (ours use {PBKDF2_ITERATIONS}): not a \
-             volume of this driver",
-            p.iterations
-        )));
-    }
-    if luks2::keyslot::verify_digest(&header.metadata, *id, dek.expose())? {
+    if luks2::keyslot::verify_digest_with_limits(
+        &header.metadata,
+        *id,
+        dek.expose(),
+        &KdfLimits::driver(),
+    )
+    .map_err(|e| {
+        Error::precondition(format!("the LUKS2 header is not one of this driver's: {e}"))
+    })? {
         Ok(())
     } else {
         Err(Error::new(
@@ -194,13 +194,23 @@ pub fn refresh_token(device: &Path, header: &mut Header, record: &WrappedKey) ->
     Ok(())
 }
 
-/// Activates the opened volume as `/dev/mapper/<name>` with `dek` in the kernel keyring.
-pub fn activate(name: &dm::DmName, device: &Path, header: &Header, dek: &Dek) -> Result<PathBuf> {
-    let volume = dm::CryptVolume::from_luks2(header)?;
+/// Activates the volume as `/dev/mapper/<name>` with `dek` in the kernel keyring: the header is
+/// read (and the DEK checked against its digest) from the very handle the mapping is built on, and
+/// only what the driver's [`dm::ActivationPolicy::driver`] allows is activated.
+pub fn activate(name: &dm::DmName, device: &Path, dek: &Dek) -> Result<PathBuf> {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(device)
+        .map_err(|e| Error::io(format!("opening {}", device.display()), e))?;
+    let header = luks2::header::read(&f)?;
+    verify_dek(&header, dek)?;
+    let volume = dm::CryptVolume::from_luks2(&header, &dm::ActivationPolicy::driver())
+        .map_err(|e| Error::precondition(format!("not a volume of this driver: {e}")))?;
     let mapper = dm::DeviceMapper::new()?;
     mapper.activate(
         name,
-        device,
+        &f,
         &volume,
         dek.expose(),
         &dm::ActivateOptions::default(),

@@ -189,7 +189,8 @@ impl From<dm::Error> for Error {
     fn from(e: dm::Error) -> Self {
         let kind = match &e {
             dm::Error::Unavailable(_) => Kind::Unavailable,
-            dm::Error::Busy(_) => Kind::Aborted,
+            dm::Error::Busy(_) | dm::Error::AlreadyExists(_) => Kind::Aborted,
+            dm::Error::DeviceInUse(_) | dm::Error::Refused { .. } => Kind::FailedPrecondition,
             _ => Kind::Internal,
         };
         Error::new(kind, format!("device-mapper: {e}"))

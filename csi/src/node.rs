@@ -299,7 +299,7 @@ async fn open_encrypted(
         blocking(move || encrypted::read_header(&b)).await?
     };
 
-    let (dek, header) = match (stored, header) {
+    let dek = match (stored, header) {
         (None, None) => {
             let b = backing.to_path_buf();
             if let Some(why) = blocking(move || encrypted::holds_data(&b)).await? {
@@ -324,10 +324,10 @@ async fn open_encrypted(
                 Err(e) => return Err(e.into()),
             };
             crash_point("after-record");
-            let header = format_device(backing, &dek, &entry.record).await?;
+            format_device(backing, &dek, &entry.record).await?;
             crash_point("after-format");
             mark_formatted(d, id, entry, &revision).await?;
-            (dek, header)
+            dek
         }
         (None, Some(header)) => {
             let Some((_, record)) = encrypted::token_record(&header)? else {
@@ -356,7 +356,7 @@ async fn open_encrypted(
                 }
                 Err(e) => return Err(e.into()),
             }
-            (dek, header)
+            dek
         }
         (Some(stored), None) => match stored.entry.state {
             VolumeState::Formatted => {
@@ -376,12 +376,12 @@ async fn open_encrypted(
                     )));
                 }
                 let dek = encrypted::unwrap(&config, &stored.entry.record, id).await?;
-                let header = format_device(backing, &dek, &stored.entry.record).await?;
+                format_device(backing, &dek, &stored.entry.record).await?;
                 mark_formatted(d, id, stored.entry, &stored.revision).await?;
-                (dek, header)
+                dek
             }
         },
-        (Some(stored), Some(mut header)) => {
+        (Some(stored), Some(header)) => {
             let dek = encrypted::unwrap(&config, &stored.entry.record, id).await?;
             encrypted::verify_dek(&header, &dek)?;
             if stored.entry.state == VolumeState::Pending {
@@ -391,34 +391,27 @@ async fn open_encrypted(
             if token.as_ref() != Some(&stored.entry.record) {
                 let b = backing.to_path_buf();
                 let rec = stored.entry.record.clone();
-                header = blocking(move || {
-                    encrypted::refresh_token(&b, &mut header, &rec)?;
-                    Ok(header)
-                })
-                .await?;
+                let mut header = header;
+                blocking(move || encrypted::refresh_token(&b, &mut header, &rec)).await?;
                 info!("refreshed the wrapped-key copy in the LUKS2 token");
             }
-            (dek, header)
+            dek
         }
     };
     crash_point("before-activate");
     let b = backing.to_path_buf();
-    blocking(move || encrypted::activate(&name, &b, &header, &dek)).await
+    blocking(move || encrypted::activate(&name, &b, &dek)).await
 }
 
-async fn format_device(
-    backing: &Path,
-    dek: &kms::Dek,
-    record: &kms::WrappedKey,
-) -> Result<luks2::header::Header> {
+async fn format_device(backing: &Path, dek: &kms::Dek, record: &kms::WrappedKey) -> Result<()> {
     // `Dek` is not `Clone` by design; the blocking task gets its own zeroizing copy.
     let dek = kms::Dek::from_slice(dek.expose())?;
     let b = backing.to_path_buf();
     let rec = record.clone();
     let t = Instant::now();
-    let header = blocking(move || encrypted::format(&b, &dek, &rec)).await?;
+    blocking(move || encrypted::format(&b, &dek, &rec)).await?;
     info!(elapsed_ms = ms(t), "formatted LUKS2");
-    Ok(header)
+    Ok(())
 }
 
 async fn mark_formatted(
@@ -644,7 +637,10 @@ pub async fn expand(d: &Driver, id: &VolumeId, path: &Path) -> Result<u64> {
     if active.is_some() {
         blocking(move || encrypted::resize(&name)).await?;
     }
-    if let Some(m) = d.mounter.mounted(path)? {
+    // A filesystem volume is published as a directory; a block volume as a device node file.
+    if path.is_dir()
+        && let Some(m) = d.mounter.mounted(path)?
+    {
         let fs = FsType::parse(&m.fstype)?;
         let (mounter, dev, p) = (Arc::clone(&d.mounter), device.clone(), path.to_path_buf());
         blocking(move || mounter.grow(&dev, &p, fs)).await?;

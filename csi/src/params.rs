@@ -115,11 +115,9 @@ impl VolumeParams {
                     ))
                 })
         };
-        let kms_type: KmsType = required(PARAM_KMS_TYPE)?
-            .parse()
-            .map_err(|e: kms::Error| {
-                Error::invalid(format!("parameter {PARAM_KMS_TYPE}: {}", e.message()))
-            })?;
+        let kms_type: KmsType = required(PARAM_KMS_TYPE)?.parse().map_err(|e: kms::Error| {
+            Error::invalid(format!("parameter {PARAM_KMS_TYPE}: {}", e.message()))
+        })?;
         let endpoint = required(PARAM_KMS_ENDPOINT)?;
         kms::Endpoint::parse(kms_type, endpoint).map_err(|e| {
             Error::invalid(format!("parameter {PARAM_KMS_ENDPOINT}: {}", e.message()))

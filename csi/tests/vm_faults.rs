@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Faults on a real kernel, through the driver's socket: KMS outages and revoked credentials,
 //! lost records, destroyed or foreign data, crashes in the middle of a first stage, plugin
 //! restarts. Nothing may be lost and nothing may be formatted over.
@@ -128,7 +129,11 @@ fn vm_blank_device_with_a_formatted_record_is_never_formatted() {
     let (c, msg) = code(rig.stage(&m.v, &m.staging, cap(false, "ext4"), &token_secrets(&token)));
     assert_eq!(c, tonic::Code::FailedPrecondition, "{msg}");
     assert!(msg.contains("refusing to format"), "{msg}");
-    assert_eq!(fs::read(rig.image(&m.v.volume_id)).unwrap(), before, "device untouched");
+    assert_eq!(
+        fs::read(rig.image(&m.v.volume_id)).unwrap(),
+        before,
+        "device untouched"
+    );
 }
 
 #[test]
@@ -140,13 +145,20 @@ fn vm_device_with_data_but_no_record_is_refused() {
         .create("pvc-foreign", GIB, &transit_params(&bao.url), false)
         .unwrap();
     // Someone's filesystem on the device, no record.
-    sh(&format!("mkfs.ext4 -q -F {}", rig.image(&v.volume_id).display()));
+    sh(&format!(
+        "mkfs.ext4 -q -F {}",
+        rig.image(&v.volume_id).display()
+    ));
     let before = fs::read(rig.image(&v.volume_id)).unwrap();
     let staging = rig.path("staging");
     let (c, msg) = code(rig.stage(&v, &staging, cap(false, "ext4"), &token_secrets(&token)));
     assert_eq!(c, tonic::Code::FailedPrecondition, "{msg}");
     assert!(msg.contains("ext"), "{msg}");
-    assert_eq!(fs::read(rig.image(&v.volume_id)).unwrap(), before, "device untouched");
+    assert_eq!(
+        fs::read(rig.image(&v.volume_id)).unwrap(),
+        before,
+        "device untouched"
+    );
     assert!(!rig.record_file(&v.volume_id).exists());
 
     // A stray non-zero byte in the last MiB is data too.
@@ -158,7 +170,12 @@ fn vm_device_with_data_but_no_record_is_refused() {
         rig.image(&v2.volume_id).display(),
         GIB - 100
     ));
-    let (c, msg) = code(rig.stage(&v2, &rig.path("staging-2"), cap(false, "ext4"), &token_secrets(&token)));
+    let (c, msg) = code(rig.stage(
+        &v2,
+        &rig.path("staging-2"),
+        cap(false, "ext4"),
+        &token_secrets(&token),
+    ));
     assert_eq!(c, tonic::Code::FailedPrecondition, "{msg}");
 }
 
@@ -169,18 +186,27 @@ fn vm_killed_first_stage_converges() {
     for point in ["after-record", "after-format", "before-activate"] {
         let mut rig = Rig::new();
         let v = rig
-            .create(&format!("pvc-crash-{point}"), GIB, &transit_params(&bao.url), false)
+            .create(
+                &format!("pvc-crash-{point}"),
+                GIB,
+                &transit_params(&bao.url),
+                false,
+            )
             .unwrap();
         let staging = rig.path("staging");
         // Restart the driver with the crash point armed: the first stage dies there.
         rig.kill();
         rig.env = vec![("ONMETAL_CSI_CRASH_AT".into(), point.into())];
         rig.start();
-        assert!(rig
-            .stage(&v, &staging, cap(false, "ext4"), &token_secrets(&token))
-            .is_err());
+        assert!(
+            rig.stage(&v, &staging, cap(false, "ext4"), &token_secrets(&token))
+                .is_err()
+        );
         let status = rig.wait_exit();
-        assert!(!status.success(), "{point}: the driver died at the crash point");
+        assert!(
+            !status.success(),
+            "{point}: the driver died at the crash point"
+        );
         rig.env.clear();
         rig.start();
         rig.stage(&v, &staging, cap(false, "ext4"), &token_secrets(&token))

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The whole life of a volume through the driver's gRPC socket, on a real kernel: create, stage,
 //! publish, write, unpublish, unstage, stage again, read back, expand (controller and node),
 //! stats, delete — for ext4, xfs and raw block volumes, encrypted and unencrypted side by side.
@@ -38,7 +39,14 @@ fn read_marker(target: &Path, block: bool, len: usize) -> Vec<u8> {
     }
 }
 
-fn life(rig: &mut Rig, name: &str, params: &HashMap<String, String>, secrets: &HashMap<String, String>, block: bool, fs_type: &str) {
+fn life(
+    rig: &mut Rig,
+    name: &str,
+    params: &HashMap<String, String>,
+    secrets: &HashMap<String, String>,
+    block: bool,
+    fs_type: &str,
+) {
     let encrypted = params.get("encryptionEnabled").map(String::as_str) == Some("true");
     let v = rig.create(name, GIB, params, block).unwrap();
     let id = v.volume_id.clone();
@@ -52,8 +60,10 @@ fn life(rig: &mut Rig, name: &str, params: &HashMap<String, String>, secrets: &H
     let first = rig.stage(&v, &staging, c.clone(), secrets).unwrap();
     // Repeats are idempotent.
     rig.stage(&v, &staging, c.clone(), secrets).unwrap();
-    rig.publish(&id, &staging, &target, c.clone(), false).unwrap();
-    rig.publish(&id, &staging, &target, c.clone(), false).unwrap();
+    rig.publish(&id, &staging, &target, c.clone(), false)
+        .unwrap();
+    rig.publish(&id, &staging, &target, c.clone(), false)
+        .unwrap();
     if encrypted {
         assert!(rig.record_file(&id).exists(), "wrapped-key record stored");
         let mapper = Path::new("/dev/mapper").join(format!("onmetal-csi-{id}"));
@@ -63,20 +73,35 @@ fn life(rig: &mut Rig, name: &str, params: &HashMap<String, String>, secrets: &H
         assert!(table.contains(":64:logon:"), "{table}");
         // The on-disk data is ciphertext: cryptsetup sees a LUKS2 device.
         let dump = sh(&format!("cryptsetup luksDump {}", rig.image(&id).display()));
-        assert!(dump.contains("aes-xts-plain64") && dump.contains("onmetal-csi-wrapped-key"), "{dump}");
+        assert!(
+            dump.contains("aes-xts-plain64") && dump.contains("onmetal-csi-wrapped-key"),
+            "{dump}"
+        );
     } else {
         assert!(!rig.record_file(&id).exists());
-        assert!(!Path::new("/dev/mapper").join(format!("onmetal-csi-{id}")).exists());
+        assert!(
+            !Path::new("/dev/mapper")
+                .join(format!("onmetal-csi-{id}"))
+                .exists()
+        );
     }
     if !block {
-        assert_eq!(mount_dev(&staging), mount_dev(&target), "target is a bind of the staging mount");
+        assert_eq!(
+            mount_dev(&staging),
+            mount_dev(&target),
+            "target is a bind of the staging mount"
+        );
     }
     let marker = format!("data of {name}").into_bytes();
     write_marker(&target, block, &marker);
-    if encrypted {
-        // The plaintext never reaches the backing file.
-        let raw = fs::read(rig.image(&id)).unwrap();
-        assert!(!raw.windows(marker.len()).any(|w| w == marker.as_slice()));
+    if encrypted && block {
+        // The plaintext never reaches the backing file: what the volume's first bytes are on
+        // disk (behind the 16 MiB LUKS2 header area) is ciphertext.
+        let mut raw = vec![0u8; marker.len()];
+        let mut f = fs::File::open(rig.image(&id)).unwrap();
+        f.seek(SeekFrom::Start(16 << 20)).unwrap();
+        f.read_exact(&mut raw).unwrap();
+        assert_ne!(raw, marker);
     }
 
     rig.unpublish(&id, &target).unwrap();
@@ -92,7 +117,8 @@ fn life(rig: &mut Rig, name: &str, params: &HashMap<String, String>, secrets: &H
         first.as_secs_f64() * 1e3,
         later.as_secs_f64() * 1e3
     );
-    rig.publish(&id, &staging, &target, c.clone(), false).unwrap();
+    rig.publish(&id, &staging, &target, c.clone(), false)
+        .unwrap();
     assert_eq!(read_marker(&target, block, marker.len()), marker);
 
     // Online expansion: controller grows the backing volume, node grows device, mapping, fs.
@@ -117,7 +143,10 @@ fn life(rig: &mut Rig, name: &str, params: &HashMap<String, String>, secrets: &H
     rig.delete(&id).unwrap();
     rig.delete(&id).unwrap();
     assert!(!rig.image(&id).exists());
-    assert!(!rig.record_file(&id).exists(), "DeleteVolume removes the wrapped-key record");
+    assert!(
+        !rig.record_file(&id).exists(),
+        "DeleteVolume removes the wrapped-key record"
+    );
 }
 
 #[test]
@@ -125,7 +154,14 @@ fn vm_life_encrypted_ext4() {
     require_privileged!();
     let (bao, token) = bao();
     let mut rig = Rig::new();
-    life(&mut rig, "pvc-enc-ext4", &transit_params(&bao.url), &token_secrets(&token), false, "ext4");
+    life(
+        &mut rig,
+        "pvc-enc-ext4",
+        &transit_params(&bao.url),
+        &token_secrets(&token),
+        false,
+        "ext4",
+    );
 }
 
 #[test]
@@ -133,7 +169,14 @@ fn vm_life_encrypted_xfs() {
     require_privileged!();
     let (bao, token) = bao();
     let mut rig = Rig::new();
-    life(&mut rig, "pvc-enc-xfs", &transit_params(&bao.url), &token_secrets(&token), false, "xfs");
+    life(
+        &mut rig,
+        "pvc-enc-xfs",
+        &transit_params(&bao.url),
+        &token_secrets(&token),
+        false,
+        "xfs",
+    );
 }
 
 #[test]
@@ -141,14 +184,42 @@ fn vm_life_encrypted_block() {
     require_privileged!();
     let (bao, token) = bao();
     let mut rig = Rig::new();
-    life(&mut rig, "pvc-enc-block", &transit_params(&bao.url), &token_secrets(&token), true, "");
+    life(
+        &mut rig,
+        "pvc-enc-block",
+        &transit_params(&bao.url),
+        &token_secrets(&token),
+        true,
+        "",
+    );
 }
 
 #[test]
 fn vm_life_plain_side_by_side() {
     require_privileged!();
     let mut rig = Rig::new();
-    life(&mut rig, "pvc-plain-ext4", &plain_params(), &HashMap::new(), false, "ext4");
-    life(&mut rig, "pvc-plain-xfs", &plain_params(), &HashMap::new(), false, "xfs");
-    life(&mut rig, "pvc-plain-block", &plain_params(), &HashMap::new(), true, "");
+    life(
+        &mut rig,
+        "pvc-plain-ext4",
+        &plain_params(),
+        &HashMap::new(),
+        false,
+        "ext4",
+    );
+    life(
+        &mut rig,
+        "pvc-plain-xfs",
+        &plain_params(),
+        &HashMap::new(),
+        false,
+        "xfs",
+    );
+    life(
+        &mut rig,
+        "pvc-plain-block",
+        &plain_params(),
+        &HashMap::new(),
+        true,
+        "",
+    );
 }

@@ -4,7 +4,13 @@
 //! devices (`scripts/vm-test`; or a Linux host as root). Without device-mapper they skip — except
 //! under the VM rig (`ONMETAL_VM_TEST=1`), where that is a failure. The rig's drop unmounts,
 //! closes and detaches whatever the test left, also when it failed.
-#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 use std::collections::HashMap;
 use std::fs;
@@ -221,14 +227,16 @@ impl Rig {
     pub fn expand(&self, id: &str, size: i64) -> Result<i64, tonic::Status> {
         let mut c = self.ctl();
         self.rt
-            .block_on(c.controller_expand_volume(proto::ControllerExpandVolumeRequest {
-                volume_id: id.to_owned(),
-                capacity_range: Some(proto::CapacityRange {
-                    required_bytes: size,
-                    limit_bytes: 0,
+            .block_on(
+                c.controller_expand_volume(proto::ControllerExpandVolumeRequest {
+                    volume_id: id.to_owned(),
+                    capacity_range: Some(proto::CapacityRange {
+                        required_bytes: size,
+                        limit_bytes: 0,
+                    }),
+                    ..Default::default()
                 }),
-                ..Default::default()
-            }))
+            )
             .map(|r| r.into_inner().capacity_bytes)
     }
 
@@ -355,7 +363,11 @@ impl Drop for Rig {
         }
         for id in &self.volumes {
             let img = self.image(id);
-            if let Ok(out) = Command::new("losetup").args(["-n", "-O", "NAME", "-j"]).arg(&img).output() {
+            if let Ok(out) = Command::new("losetup")
+                .args(["-n", "-O", "NAME", "-j"])
+                .arg(&img)
+                .output()
+            {
                 for dev in String::from_utf8_lossy(&out.stdout).lines() {
                     let _ = Command::new("losetup").args(["-d", dev.trim()]).status();
                 }
@@ -390,7 +402,8 @@ pub fn plain_params() -> HashMap<String, String> {
 
 /// An OpenBao dev server with the user guide's transit setup; returns it and a policy token.
 pub fn bao() -> (peers::bao::Bao, String) {
-    let bao = peers::bao::Bao::start(false).expect("OpenBao is installed (kms/tests/install-peers.sh)");
+    let bao =
+        peers::bao::Bao::start(false).expect("OpenBao is installed (kms/tests/install-peers.sh)");
     bao.setup_transit(KEK);
     let token = bao.policy_token(KEK, "");
     (bao, token)
@@ -414,21 +427,26 @@ pub fn sh(script: &str) -> String {
 /// Size of a block device or file.
 pub fn size_of(path: &Path) -> u64 {
     use std::io::{Seek, SeekFrom};
-    fs::File::open(path).unwrap().seek(SeekFrom::End(0)).unwrap()
+    fs::File::open(path)
+        .unwrap()
+        .seek(SeekFrom::End(0))
+        .unwrap()
 }
 
 /// The `major:minor` of the filesystem mounted at `path`.
 pub fn mount_dev(path: &Path) -> Option<String> {
     let text = fs::read_to_string("/proc/self/mountinfo").unwrap();
     text.lines()
-        .filter(|l| l.split(' ').nth(4) == Some(&path.display().to_string()))
-        .last()
+        .rev()
+        .find(|l| l.split(' ').nth(4) == Some(&path.display().to_string()))
         .and_then(|l| l.split(' ').nth(2).map(str::to_owned))
 }
 
 pub fn is_block_device(path: &Path) -> bool {
     use std::os::unix::fs::FileTypeExt;
-    fs::metadata(path).map(|m| m.file_type().is_block_device()).unwrap_or(false)
+    fs::metadata(path)
+        .map(|m| m.file_type().is_block_device())
+        .unwrap_or(false)
 }
 
 pub fn rdev(path: &Path) -> u64 {
