@@ -28,10 +28,9 @@ impl Access {
             .as_ref()
             .ok_or_else(|| Error::invalid("volume capability has no access mode"))?;
         match Mode::try_from(mode.mode).unwrap_or(Mode::Unknown) {
-            Mode::SingleNodeWriter
-            | Mode::SingleNodeReaderOnly
-            | Mode::SingleNodeSingleWriter
-            | Mode::SingleNodeMultiWriter => {}
+            // SINGLE_NODE_SINGLE/MULTI_WRITER are only valid with the SINGLE_NODE_MULTI_WRITER
+            // capability, which the driver does not advertise.
+            Mode::SingleNodeWriter | Mode::SingleNodeReaderOnly => {}
             other => {
                 return Err(Error::invalid(format!(
                     "access mode {} is not supported: volumes attach to one node at a time",

@@ -244,31 +244,38 @@ impl Controller for ControllerService {
         let r = req.into_inner();
         let d = Arc::clone(&self.driver);
         call("ListVolumes", "", async move {
+            // Volumes in ID order; a token is the last ID of the previous page, so deleting
+            // or adding volumes between pages neither repeats nor breaks anything.
             let all = d.backend.list().await?;
-            let start: usize = if r.starting_token.is_empty() {
-                0
-            } else {
-                r.starting_token
-                    .parse()
-                    .ok()
-                    .filter(|s| *s <= all.len())
-                    .ok_or_else(|| {
-                        Error::new(
-                            Kind::Aborted,
-                            format!("starting_token {:?} is not valid", r.starting_token),
-                        )
-                    })?
-            };
             if r.max_entries < 0 {
                 return Err(Error::invalid("max_entries must not be negative"));
             }
+            let after = if r.starting_token.is_empty() {
+                None
+            } else {
+                Some(VolumeId::parse(&r.starting_token).map_err(|_| {
+                    Error::new(
+                        Kind::Aborted,
+                        format!("starting_token {:?} is not valid", r.starting_token),
+                    )
+                })?)
+            };
             let max = if r.max_entries == 0 {
                 usize::MAX
             } else {
                 r.max_entries as usize
             };
-            let page: Vec<_> = all.iter().skip(start).take(max).collect();
-            let next = start + page.len();
+            let rest: Vec<_> = all
+                .iter()
+                .filter(|v| after.as_ref().is_none_or(|a| &v.id > a))
+                .collect();
+            let more = rest.len() > max;
+            let page: Vec<_> = rest.into_iter().take(max).collect();
+            let next = if more {
+                page.last().map(|v| v.id.to_string()).unwrap_or_default()
+            } else {
+                String::new()
+            };
             let entries = page
                 .into_iter()
                 .map(|v| {
@@ -284,11 +291,7 @@ impl Controller for ControllerService {
                 .collect();
             Ok(proto::ListVolumesResponse {
                 entries,
-                next_token: if next < all.len() {
-                    next.to_string()
-                } else {
-                    String::new()
-                },
+                next_token: next,
             })
         })
         .await
@@ -320,7 +323,6 @@ impl Controller for ControllerService {
             T::ExpandVolume,
             T::ListVolumes,
             T::GetCapacity,
-            T::SingleNodeMultiWriter,
         ]
         .into_iter()
         .map(|t| proto::ControllerServiceCapability {

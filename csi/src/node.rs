@@ -202,7 +202,6 @@ impl Node for NodeService {
             T::GetVolumeStats,
             T::ExpandVolume,
             T::VolumeCondition,
-            T::SingleNodeMultiWriter,
         ]
         .into_iter()
         .map(|t| proto::NodeServiceCapability {

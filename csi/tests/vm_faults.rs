@@ -125,12 +125,12 @@ fn vm_blank_device_with_a_formatted_record_is_never_formatted() {
         "dd if=/dev/zero of={} bs=1M count=16 conv=notrunc status=none",
         rig.image(&m.v.volume_id).display()
     ));
-    let before = fs::read(rig.image(&m.v.volume_id)).unwrap();
+    let before = fingerprint(&rig.image(&m.v.volume_id));
     let (c, msg) = code(rig.stage(&m.v, &m.staging, cap(false, "ext4"), &token_secrets(&token)));
     assert_eq!(c, tonic::Code::FailedPrecondition, "{msg}");
     assert!(msg.contains("refusing to format"), "{msg}");
     assert_eq!(
-        fs::read(rig.image(&m.v.volume_id)).unwrap(),
+        fingerprint(&rig.image(&m.v.volume_id)),
         before,
         "device untouched"
     );
@@ -149,13 +149,13 @@ fn vm_device_with_data_but_no_record_is_refused() {
         "mkfs.ext4 -q -F {}",
         rig.image(&v.volume_id).display()
     ));
-    let before = fs::read(rig.image(&v.volume_id)).unwrap();
+    let before = fingerprint(&rig.image(&v.volume_id));
     let staging = rig.path("staging");
     let (c, msg) = code(rig.stage(&v, &staging, cap(false, "ext4"), &token_secrets(&token)));
     assert_eq!(c, tonic::Code::FailedPrecondition, "{msg}");
     assert!(msg.contains("ext"), "{msg}");
     assert_eq!(
-        fs::read(rig.image(&v.volume_id)).unwrap(),
+        fingerprint(&rig.image(&v.volume_id)),
         before,
         "device untouched"
     );
