@@ -113,25 +113,19 @@ fn main() -> ExitCode {
             let res = (|| -> Result<(), csi::Error> {
                 let backend: Arc<dyn csi::backend::Backend> =
                     Arc::from(csi::backend::open(&backend)?);
-                let store: Arc<dyn csi::keystore::KeyStore> =
-                    match csi::keystore::open_dir(&key_store)? {
-                        Some(s) => Arc::new(s),
-                        None => {
-                            return Err(csi::Error::invalid(format!(
-                                "--key-store {key_store:?}: expected dir:DIR"
-                            )));
-                        }
-                    };
-                let driver = Driver::new(
-                    driver_name,
-                    node_id,
-                    mode,
-                    backend,
-                    store,
-                    Arc::new(csi::mount::SystemMounter),
-                );
                 let rt = runtime().map_err(|e| csi::Error::internal(e.to_string()))?;
-                rt.block_on(csi::server::serve(driver, &endpoint, metrics_address))
+                rt.block_on(async {
+                    let store = csi::keystore::open(&key_store).await?;
+                    let driver = Driver::new(
+                        driver_name,
+                        node_id,
+                        mode,
+                        backend,
+                        store,
+                        Arc::new(csi::mount::SystemMounter),
+                    );
+                    csi::server::serve(driver, &endpoint, metrics_address).await
+                })
             })();
             match res {
                 Ok(()) => ExitCode::SUCCESS,
