@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod kms_cmd;
+mod volume_cmd;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -68,6 +69,9 @@ enum Command {
         #[command(subcommand)]
         command: csi::client::ClientCommand,
     },
+    /// Operator commands on encrypted volumes: key, inspect, restore-header.
+    #[command(subcommand)]
+    Volume(volume_cmd::VolumeCommand),
     /// Wrap, unwrap or check data encryption keys with a KMS (Transit or KMIP).
     #[command(subcommand)]
     Kms(kms_cmd::KmsCommand),
@@ -147,6 +151,10 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Volume(cmd) => {
+            init_logging(cli.log_format, "warn");
+            volume_cmd::run(cmd)
         }
         Command::Kms(cmd) => {
             init_logging(cli.log_format, "warn");
