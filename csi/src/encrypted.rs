@@ -146,7 +146,21 @@ pub fn format(device: &Path, dek: &Dek, record: &WrappedKey) -> Result<Header> {
         .write(true)
         .open(device)
         .map_err(|e| Error::io(format!("opening {} for writing", device.display()), e))?;
-    let opts = FormatOptions {
+    let opts = format_options();
+    let vk = VolumeKey::from_bytes(dek.expose());
+    let (mut header, slot) =
+        luks2::format::format_with_volume_key(&mut f, &vk, dek.expose(), &opts)?;
+    token::add_token(&mut f, &mut header, &token_json(record), None, Some(slot))?;
+    f.sync_all()
+        .map_err(|e| Error::io(format!("syncing {}", device.display()), e))?;
+    Ok(header)
+}
+
+/// The LUKS2 format options of the driver's volumes (see the module documentation); the layout
+/// they give a device (data offset, sector size) is `luks2::format::layout(&format_options(),
+/// size)`.
+pub fn format_options() -> FormatOptions {
+    FormatOptions {
         key_size: DEK_LEN,
         sector_size: Some(SECTOR_SIZE),
         pbkdf: PbkdfOptions {
@@ -160,14 +174,7 @@ pub fn format(device: &Path, dek: &Dek, record: &WrappedKey) -> Result<Header> {
         // The driver's own probe (stricter than luks2's) decided already.
         force: true,
         ..FormatOptions::default()
-    };
-    let vk = VolumeKey::from_bytes(dek.expose());
-    let (mut header, slot) =
-        luks2::format::format_with_volume_key(&mut f, &vk, dek.expose(), &opts)?;
-    token::add_token(&mut f, &mut header, &token_json(record), None, Some(slot))?;
-    f.sync_all()
-        .map_err(|e| Error::io(format!("syncing {}", device.display()), e))?;
-    Ok(header)
+    }
 }
 
 /// Replaces the token's record (after a rewrap) so that a restore from the token works with the

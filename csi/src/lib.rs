@@ -5,6 +5,8 @@
 //! - [`identity`], [`controller`], [`node`]: the three gRPC services; handlers are thin and
 //!   call one function each ([`node::stage`] is NodeStage top-down).
 //! - [`encrypted`]: the encrypted volume's steps (record, KMS, LUKS2 header and token, dm).
+//! - [`recovery`]: rebuilding a destroyed LUKS2 header from the record (`volume
+//!   restore-header`, after checking that the data decrypts to a filesystem under the key).
 //! - [`backend`]: where volumes come from (trait; the `local` backend of sparse files and loop
 //!   devices; how a provider backend plugs in).
 //! - [`keystore`]: where wrapped-key records live (trait; the `dir` store).
@@ -32,6 +34,7 @@ pub mod metrics;
 pub mod mount;
 pub mod node;
 pub mod params;
+pub mod recovery;
 pub mod server;
 pub mod volume_id;
 

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod kms_cmd;
+mod volume_cmd;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -68,6 +69,9 @@ enum Command {
         #[command(subcommand)]
         command: csi::client::ClientCommand,
     },
+    /// Operator commands on encrypted volumes: key, inspect, restore-header.
+    #[command(subcommand)]
+    Volume(volume_cmd::VolumeCommand),
     /// Wrap, unwrap or check data encryption keys with a KMS (Transit or KMIP).
     #[command(subcommand)]
     Kms(kms_cmd::KmsCommand),
@@ -113,25 +117,19 @@ fn main() -> ExitCode {
             let res = (|| -> Result<(), csi::Error> {
                 let backend: Arc<dyn csi::backend::Backend> =
                     Arc::from(csi::backend::open(&backend)?);
-                let store: Arc<dyn csi::keystore::KeyStore> =
-                    match csi::keystore::open_dir(&key_store)? {
-                        Some(s) => Arc::new(s),
-                        None => {
-                            return Err(csi::Error::invalid(format!(
-                                "--key-store {key_store:?}: expected dir:DIR"
-                            )));
-                        }
-                    };
-                let driver = Driver::new(
-                    driver_name,
-                    node_id,
-                    mode,
-                    backend,
-                    store,
-                    Arc::new(csi::mount::SystemMounter),
-                );
                 let rt = runtime().map_err(|e| csi::Error::internal(e.to_string()))?;
-                rt.block_on(csi::server::serve(driver, &endpoint, metrics_address))
+                rt.block_on(async {
+                    let store = csi::keystore::open(&key_store).await?;
+                    let driver = Driver::new(
+                        driver_name,
+                        node_id,
+                        mode,
+                        backend,
+                        store,
+                        Arc::new(csi::mount::SystemMounter),
+                    );
+                    csi::server::serve(driver, &endpoint, metrics_address).await
+                })
             })();
             match res {
                 Ok(()) => ExitCode::SUCCESS,
@@ -153,6 +151,10 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Volume(cmd) => {
+            init_logging(cli.log_format, "warn");
+            volume_cmd::run(cmd)
         }
         Command::Kms(cmd) => {
             init_logging(cli.log_format, "warn");

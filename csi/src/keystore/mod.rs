@@ -10,6 +10,7 @@
 mod dir;
 
 use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use kms::WrappedKey;
@@ -183,6 +184,18 @@ impl KeyEntry {
             record,
             state: doc.state,
         })
+    }
+}
+
+/// Opens the key store a `--key-store` value names: `dir:DIR` today. Every command that takes
+/// `--key-store` (`serve`, the `volume` operator commands) goes through here, so a new kind of
+/// store is added in this one place. Async because a store may need the runtime to connect.
+pub async fn open(spec: &str) -> Result<Arc<dyn KeyStore>> {
+    match open_dir(spec)? {
+        Some(store) => Ok(Arc::new(store)),
+        None => Err(Error::invalid(format!(
+            "--key-store {spec:?}: expected dir:DIR"
+        ))),
     }
 }
 

@@ -1,8 +1,16 @@
-//! Keyslot area encryption (`area.encryption`).
+//! Keyslot area encryption (`area.encryption`), and the same ciphers over data-segment sectors.
 //!
 //! The keyslot area is always processed in 512-byte units with the IV counting those units from
 //! 0 at the start of the area, whatever the data segment's sector size (cryptsetup's
 //! `luks2_encrypt_to_storage` uses `SECTOR_SIZE` and IV offset 0).
+//!
+//! A data segment is processed as dm-crypt processes it ([`KeyslotCipher::encrypt_sectors`],
+//! [`KeyslotCipher::decrypt_sectors`]): in units of the segment's `sector_size`, each unit's IV
+//! being the number of its first 512-byte sector (plus the segment's `iv_tweak`). dm-crypt counts
+//! IVs in 512-byte sectors unless its `iv_large_sectors` option is set, which cryptsetup never
+//! sets for LUKS2, so the 4096-byte sector `n` of a segment has IV `iv_tweak + 8 n`. Userspace
+//! uses this only to read or write a few sectors (a known-answer check of a restored header);
+//! the kernel does the volume's I/O.
 //!
 //! Supported: `aes-xts-plain64` (the default), `aes-xts-plain` (a 32-bit sector IV: identical to
 //! plain64 below 2^32 sectors, i.e. for every keyslot area, which is at most 128 MiB),
@@ -150,30 +158,64 @@ impl KeyslotCipher {
 
     /// Encrypts `buf` in place: 512-byte units, IV starting at sector 0 (a keyslot area).
     pub fn encrypt(&self, key: &[u8], buf: &mut [u8]) -> Result<()> {
-        self.process(key, buf, 0, true)
+        self.process(key, buf, Units::KEYSLOT, 0, true)
     }
 
     /// Decrypts `buf` in place: 512-byte units, IV starting at sector 0 (a keyslot area).
     pub fn decrypt(&self, key: &[u8], buf: &mut [u8]) -> Result<()> {
-        self.process(key, buf, 0, false)
+        self.process(key, buf, Units::KEYSLOT, 0, false)
     }
 
     /// Encrypts `buf` in place in 512-byte units, the first having IV sector `first_sector`.
     pub fn encrypt_at(&self, key: &[u8], buf: &mut [u8], first_sector: u64) -> Result<()> {
-        self.process(key, buf, first_sector, true)
+        self.process(key, buf, Units::KEYSLOT, first_sector, true)
     }
 
     /// Decrypts `buf` in place in 512-byte units, the first having IV sector `first_sector`.
     pub fn decrypt_at(&self, key: &[u8], buf: &mut [u8], first_sector: u64) -> Result<()> {
-        self.process(key, buf, first_sector, false)
+        self.process(key, buf, Units::KEYSLOT, first_sector, false)
     }
 
-    fn process(&self, key: &[u8], buf: &mut [u8], first: u64, encrypt: bool) -> Result<()> {
+    /// Encrypts data-segment bytes in place as dm-crypt does: `sector_size`-byte units (512,
+    /// 1024, 2048 or 4096), the first having IV `first_iv` and each next one the IV of its first
+    /// 512-byte sector (`first_iv + k * sector_size / 512`). For the start of a LUKS2 segment,
+    /// `first_iv` is the segment's `iv_tweak`; see the module documentation.
+    pub fn encrypt_sectors(
+        &self,
+        key: &[u8],
+        buf: &mut [u8],
+        sector_size: u32,
+        first_iv: u64,
+    ) -> Result<()> {
+        self.process(key, buf, Units::data(sector_size)?, first_iv, true)
+    }
+
+    /// Decrypts data-segment bytes in place; the inverse of [`KeyslotCipher::encrypt_sectors`].
+    pub fn decrypt_sectors(
+        &self,
+        key: &[u8],
+        buf: &mut [u8],
+        sector_size: u32,
+        first_iv: u64,
+    ) -> Result<()> {
+        self.process(key, buf, Units::data(sector_size)?, first_iv, false)
+    }
+
+    fn process(
+        &self,
+        key: &[u8],
+        buf: &mut [u8],
+        units: Units,
+        first: u64,
+        encrypt: bool,
+    ) -> Result<()> {
         self.check_key_len(key.len())?;
-        if !buf.len().is_multiple_of(KEYSLOT_SECTOR_SIZE) {
+        if !buf.len().is_multiple_of(units.len) {
             return Err(Error::InvalidArgument(format!(
-                "keyslot area length {} is not a multiple of {KEYSLOT_SECTOR_SIZE}",
-                buf.len()
+                "{} length {} is not a multiple of {}",
+                units.what,
+                buf.len(),
+                units.len
             )));
         }
         let sectors = u64::try_from(buf.len() / KEYSLOT_SECTOR_SIZE).unwrap_or(u64::MAX);
@@ -187,15 +229,15 @@ impl KeyslotCipher {
             CipherMode::Xts => {
                 let (k1, k2) = key.split_at(key.len() / 2);
                 match k1.len() {
-                    16 => xts::<Aes128>(k1, k2, iv, buf, first, encrypt),
-                    24 => xts::<Aes192>(k1, k2, iv, buf, first, encrypt),
-                    _ => xts::<Aes256>(k1, k2, iv, buf, first, encrypt),
+                    16 => xts::<Aes128>(k1, k2, iv, buf, units, first, encrypt),
+                    24 => xts::<Aes192>(k1, k2, iv, buf, units, first, encrypt),
+                    _ => xts::<Aes256>(k1, k2, iv, buf, units, first, encrypt),
                 }
             }
             CipherMode::Cbc => match key.len() {
-                16 => cbc::<Aes128>(key, iv, buf, first, encrypt),
-                24 => cbc::<Aes192>(key, iv, buf, first, encrypt),
-                _ => cbc::<Aes256>(key, iv, buf, first, encrypt),
+                16 => cbc::<Aes128>(key, iv, buf, units, first, encrypt),
+                24 => cbc::<Aes192>(key, iv, buf, units, first, encrypt),
+                _ => cbc::<Aes256>(key, iv, buf, units, first, encrypt),
             },
         }
     }
@@ -204,6 +246,44 @@ impl KeyslotCipher {
 impl fmt::Display for KeyslotCipher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.spec())
+    }
+}
+
+/// The unit a buffer is processed in, and how far the IV advances per unit.
+#[derive(Clone, Copy)]
+struct Units {
+    /// Bytes per unit.
+    len: usize,
+    /// IV increment per unit (the unit's length in 512-byte sectors).
+    iv_step: u64,
+    /// What the buffer is, for errors.
+    what: &'static str,
+}
+
+impl Units {
+    const KEYSLOT: Units = Units {
+        len: KEYSLOT_SECTOR_SIZE,
+        iv_step: 1,
+        what: "keyslot area",
+    };
+
+    /// dm-crypt's `sector_size` units with IVs counted in 512-byte sectors.
+    fn data(sector_size: u32) -> Result<Units> {
+        if !matches!(sector_size, 512 | 1024 | 2048 | 4096) {
+            return Err(Error::InvalidArgument(format!(
+                "sector size {sector_size} is not one of 512, 1024, 2048, 4096"
+            )));
+        }
+        Ok(Units {
+            len: sector_size as usize,
+            iv_step: u64::from(sector_size) / 512,
+            what: "data",
+        })
+    }
+
+    /// The IV sector of each unit of `buf`, from `first`.
+    fn ivs(self, first: u64) -> impl Iterator<Item = u64> {
+        (0u64..).map(move |k| first.wrapping_add(k.wrapping_mul(self.iv_step)))
     }
 }
 
@@ -222,7 +302,15 @@ fn plain_iv(iv: IvMode, sector: u64) -> [u8; 16] {
     out
 }
 
-fn xts<C>(k1: &[u8], k2: &[u8], iv: IvMode, buf: &mut [u8], first: u64, encrypt: bool) -> Result<()>
+fn xts<C>(
+    k1: &[u8],
+    k2: &[u8],
+    iv: IvMode,
+    buf: &mut [u8],
+    units: Units,
+    first: u64,
+    encrypt: bool,
+) -> Result<()>
 where
     C: KeyInit + BlockCipherEncrypt + BlockCipherDecrypt + BlockSizeUser<BlockSize = U16>,
 {
@@ -232,7 +320,7 @@ where
     let c1 = C::new_from_slice(k1).map_err(|_| bad_key())?;
     let c2 = C::new_from_slice(k2).map_err(|_| bad_key())?;
     let xts = Xts128::new(c1, c2);
-    for (sector, chunk) in (first..).zip(buf.chunks_exact_mut(KEYSLOT_SECTOR_SIZE)) {
+    for (sector, chunk) in units.ivs(first).zip(buf.chunks_exact_mut(units.len)) {
         let tweak = Array(plain_iv(iv, sector));
         if encrypt {
             xts.encrypt_sector(chunk, tweak);
@@ -243,7 +331,14 @@ where
     Ok(())
 }
 
-fn cbc<C>(key: &[u8], iv: IvMode, buf: &mut [u8], first: u64, encrypt: bool) -> Result<()>
+fn cbc<C>(
+    key: &[u8],
+    iv: IvMode,
+    buf: &mut [u8],
+    units: Units,
+    first: u64,
+    encrypt: bool,
+) -> Result<()>
 where
     C: KeyInit + BlockCipherEncrypt + BlockCipherDecrypt + BlockSizeUser<BlockSize = U16>,
 {
@@ -258,7 +353,7 @@ where
     let mut block = Array::<u8, U16>::default();
     let mut chain = Zeroizing::new([0u8; 16]);
     let mut saved = Zeroizing::new([0u8; 16]);
-    for (sector, chunk) in (first..).zip(buf.chunks_exact_mut(KEYSLOT_SECTOR_SIZE)) {
+    for (sector, chunk) in units.ivs(first).zip(buf.chunks_exact_mut(units.len)) {
         let mut ivb = Array(plain_iv(iv, sector));
         if let Some(e) = &essiv {
             e.encrypt_block(&mut ivb);
@@ -365,6 +460,41 @@ mod tests {
         assert_ne!(
             plain_iv(IvMode::Plain, 1 << 32),
             plain_iv(IvMode::Plain64, 1 << 32)
+        );
+    }
+
+    #[test]
+    fn data_sectors_of_512_are_keyslot_units_and_larger_ones_step_the_iv() {
+        let key = [9u8; 64];
+        let c = KeyslotCipher::AES_XTS_PLAIN64;
+        let data: Vec<u8> = (0..8192u32).map(|i| (i % 253) as u8).collect();
+        let mut a = data.clone();
+        let mut b = data.clone();
+        c.encrypt_sectors(&key, &mut a, 512, 5).unwrap();
+        c.encrypt_at(&key, &mut b, 5).unwrap();
+        assert_eq!(a, b);
+        // A 4096-byte sector is one XTS data unit, not eight 512-byte ones, and the second has
+        // IV 8 (dm-crypt without iv_large_sectors).
+        let mut big = data.clone();
+        c.encrypt_sectors(&key, &mut big, 4096, 0).unwrap();
+        assert_ne!(big[..4096], b[..4096]);
+        let mut second = data[4096..].to_vec();
+        c.encrypt_sectors(&key, &mut second, 4096, 8).unwrap();
+        assert_eq!(second, big[4096..]);
+        let mut wrong = data[4096..].to_vec();
+        c.encrypt_sectors(&key, &mut wrong, 4096, 1).unwrap();
+        assert_ne!(wrong, big[4096..]);
+        c.decrypt_sectors(&key, &mut big, 4096, 0).unwrap();
+        assert_eq!(big, data);
+        for bad in [0, 256, 3000, 8192] {
+            assert!(
+                c.encrypt_sectors(&key, &mut vec![0u8; 8192], bad, 0)
+                    .is_err()
+            );
+        }
+        assert!(
+            c.encrypt_sectors(&key, &mut vec![0u8; 1024], 4096, 0)
+                .is_err()
         );
     }
 
