@@ -49,7 +49,10 @@ fn start() -> Driver {
         .unwrap();
     let t = Instant::now();
     while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(30), "driver did not start");
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "driver did not start"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -92,39 +95,38 @@ fn create_req(name: &str, size: i64) -> proto::CreateVolumeRequest {
 fn identity_answers() {
     let d = start();
     let mut id = IdentityClient::new(d.ch.clone());
-    let info = d
-        .rt
-        .block_on(id.get_plugin_info(proto::GetPluginInfoRequest {}))
-        .unwrap()
-        .into_inner();
+    let info =
+        d.rt.block_on(id.get_plugin_info(proto::GetPluginInfoRequest {}))
+            .unwrap()
+            .into_inner();
     assert_eq!(info.name, "csi.onmetal.de");
     assert!(!info.vendor_version.is_empty());
-    let caps = d
-        .rt
-        .block_on(id.get_plugin_capabilities(proto::GetPluginCapabilitiesRequest {}))
-        .unwrap()
-        .into_inner();
-    assert_eq!(caps.capabilities.len(), 2, "controller service and online expansion");
-    let probe = d
-        .rt
-        .block_on(id.probe(proto::ProbeRequest {}))
-        .unwrap()
-        .into_inner();
+    let caps =
+        d.rt.block_on(id.get_plugin_capabilities(proto::GetPluginCapabilitiesRequest {}))
+            .unwrap()
+            .into_inner();
+    assert_eq!(
+        caps.capabilities.len(),
+        2,
+        "controller service and online expansion"
+    );
+    let probe =
+        d.rt.block_on(id.probe(proto::ProbeRequest {}))
+            .unwrap()
+            .into_inner();
     assert!(probe.ready.is_some());
     let mut node = NodeClient::new(d.ch.clone());
-    let ni = d
-        .rt
-        .block_on(node.node_get_info(proto::NodeGetInfoRequest {}))
-        .unwrap()
-        .into_inner();
+    let ni =
+        d.rt.block_on(node.node_get_info(proto::NodeGetInfoRequest {}))
+            .unwrap()
+            .into_inner();
     assert_eq!(ni.node_id, "sanity-node");
     // Unadvertised methods are UNIMPLEMENTED.
     let mut ctl = ControllerClient::new(d.ch.clone());
-    let caps = d
-        .rt
-        .block_on(ctl.controller_get_capabilities(proto::ControllerGetCapabilitiesRequest {}))
-        .unwrap()
-        .into_inner();
+    let caps =
+        d.rt.block_on(ctl.controller_get_capabilities(proto::ControllerGetCapabilitiesRequest {}))
+            .unwrap()
+            .into_inner();
     assert!(caps.capabilities.len() >= 4);
 }
 
@@ -134,18 +136,33 @@ fn create_volume_rules() {
     let mut c = ControllerClient::new(d.ch.clone());
     let rt = &d.rt;
     // Missing name / capabilities.
-    assert_eq!(code(rt.block_on(c.create_volume(create_req("", 1 << 20)))), Code::InvalidArgument);
+    assert_eq!(
+        code(rt.block_on(c.create_volume(create_req("", 1 << 20)))),
+        Code::InvalidArgument
+    );
     let mut no_caps = create_req("v", 1 << 20);
     no_caps.volume_capabilities.clear();
-    assert_eq!(code(rt.block_on(c.create_volume(no_caps))), Code::InvalidArgument);
+    assert_eq!(
+        code(rt.block_on(c.create_volume(no_caps))),
+        Code::InvalidArgument
+    );
     // Multi-node access is not supported.
     let mut multi = create_req("v", 1 << 20);
     multi.volume_capabilities = vec![capability(false, "ext4", Mode::MultiNodeMultiWriter)];
-    assert_eq!(code(rt.block_on(c.create_volume(multi))), Code::InvalidArgument);
+    assert_eq!(
+        code(rt.block_on(c.create_volume(multi))),
+        Code::InvalidArgument
+    );
 
     // Idempotent by name; the same name with another size is ALREADY_EXISTS.
-    let a = rt.block_on(c.create_volume(create_req("sanity-a", 10 << 20))).unwrap().into_inner();
-    let b = rt.block_on(c.create_volume(create_req("sanity-a", 10 << 20))).unwrap().into_inner();
+    let a = rt
+        .block_on(c.create_volume(create_req("sanity-a", 10 << 20)))
+        .unwrap()
+        .into_inner();
+    let b = rt
+        .block_on(c.create_volume(create_req("sanity-a", 10 << 20)))
+        .unwrap()
+        .into_inner();
     assert_eq!(a, b);
     assert!(a.volume.as_ref().unwrap().capacity_bytes >= 10 << 20);
     assert_eq!(
@@ -155,10 +172,14 @@ fn create_volume_rules() {
     // Other parameters under the same name: ALREADY_EXISTS.
     let mut other = create_req("sanity-a", 10 << 20);
     other.parameters.insert("type".into(), "slow".into());
-    assert_eq!(code(rt.block_on(c.create_volume(other))), Code::AlreadyExists);
+    assert_eq!(
+        code(rt.block_on(c.create_volume(other))),
+        Code::AlreadyExists
+    );
     // The CO's own metadata keys do not count as parameters.
     let mut meta = create_req("sanity-a", 10 << 20);
-    meta.parameters.insert("csi.storage.k8s.io/pvc/name".into(), "x".into());
+    meta.parameters
+        .insert("csi.storage.k8s.io/pvc/name".into(), "x".into());
     rt.block_on(c.create_volume(meta)).unwrap();
 
     // Encryption parameters are validated, named, and copied into the context.
@@ -167,7 +188,10 @@ fn create_volume_rules() {
         r.parameters.extend([
             ("encryptionEnabled".to_owned(), "true".to_owned()),
             ("encryptionKMSType".to_owned(), "transit".to_owned()),
-            ("encryptionKMSEndpoint".to_owned(), "http://10.0.0.5:8200".to_owned()),
+            (
+                "encryptionKMSEndpoint".to_owned(),
+                "http://10.0.0.5:8200".to_owned(),
+            ),
             ("encryptionKMSKeyID".to_owned(), "pvc-kek".to_owned()),
         ]);
         if v.is_empty() {
@@ -194,9 +218,17 @@ fn create_volume_rules() {
         required_bytes: 100 << 20,
         limit_bytes: 0,
     });
-    let v = rt.block_on(c.create_volume(small.clone())).unwrap().into_inner().volume.unwrap();
+    let v = rt
+        .block_on(c.create_volume(small.clone()))
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
     assert_eq!(v.capacity_bytes, 1 << 30);
-    assert_eq!(v.volume_context["encryptionKMSEndpoint"], "http://10.0.0.5:8200");
+    assert_eq!(
+        v.volume_context["encryptionKMSEndpoint"],
+        "http://10.0.0.5:8200"
+    );
     assert_eq!(v.volume_context["encryptionKMSKeyID"], "pvc-kek");
     small.name = "sanity-enc-limited".into();
     small.capacity_range = Some(proto::CapacityRange {
@@ -224,11 +256,12 @@ fn controller_calls_on_unknown_and_missing() {
         .unwrap();
     }
     // ValidateVolumeCapabilities.
-    let validate = |id: &str, caps: Vec<proto::VolumeCapability>| proto::ValidateVolumeCapabilitiesRequest {
-        volume_id: id.into(),
-        volume_capabilities: caps,
-        ..Default::default()
-    };
+    let validate =
+        |id: &str, caps: Vec<proto::VolumeCapability>| proto::ValidateVolumeCapabilitiesRequest {
+            volume_id: id.into(),
+            volume_capabilities: caps,
+            ..Default::default()
+        };
     assert_eq!(
         code(rt.block_on(c.validate_volume_capabilities(validate("", vec![mount_cap()])))),
         Code::InvalidArgument
@@ -241,7 +274,12 @@ fn controller_calls_on_unknown_and_missing() {
         code(rt.block_on(c.validate_volume_capabilities(validate("pvc-x", vec![mount_cap()])))),
         Code::NotFound
     );
-    let v = rt.block_on(c.create_volume(create_req("sanity-v", 1 << 20))).unwrap().into_inner().volume.unwrap();
+    let v = rt
+        .block_on(c.create_volume(create_req("sanity-v", 1 << 20)))
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
     let ok = rt
         .block_on(c.validate_volume_capabilities(validate(&v.volume_id, vec![mount_cap()])))
         .unwrap()
@@ -265,7 +303,10 @@ fn controller_calls_on_unknown_and_missing() {
         }),
         ..Default::default()
     };
-    assert_eq!(code(rt.block_on(c.controller_expand_volume(expand("", Some(1))))), Code::InvalidArgument);
+    assert_eq!(
+        code(rt.block_on(c.controller_expand_volume(expand("", Some(1))))),
+        Code::InvalidArgument
+    );
     assert_eq!(
         code(rt.block_on(c.controller_expand_volume(expand(&v.volume_id, None)))),
         Code::InvalidArgument
@@ -314,7 +355,11 @@ fn list_volumes_pages() {
             .unwrap()
             .into_inner();
         assert!(page.entries.len() <= 2);
-        seen.extend(page.entries.into_iter().map(|e| e.volume.unwrap().volume_id));
+        seen.extend(
+            page.entries
+                .into_iter()
+                .map(|e| e.volume.unwrap().volume_id),
+        );
         if page.next_token.is_empty() {
             break;
         }
@@ -335,61 +380,132 @@ fn node_calls_need_their_fields_and_a_known_volume() {
     let d = start();
     let mut n = NodeClient::new(d.ch.clone());
     let rt = &d.rt;
-    let stage = |id: &str, path: &str, cap: Option<proto::VolumeCapability>| proto::NodeStageVolumeRequest {
-        volume_id: id.into(),
-        staging_target_path: path.into(),
-        volume_capability: cap,
-        ..Default::default()
+    let stage = |id: &str, path: &str, cap: Option<proto::VolumeCapability>| {
+        proto::NodeStageVolumeRequest {
+            volume_id: id.into(),
+            staging_target_path: path.into(),
+            volume_capability: cap,
+            ..Default::default()
+        }
     };
-    assert_eq!(code(rt.block_on(n.node_stage_volume(stage("", "/tmp/s", Some(mount_cap()))))), Code::InvalidArgument);
-    assert_eq!(code(rt.block_on(n.node_stage_volume(stage("pvc-x", "", Some(mount_cap()))))), Code::InvalidArgument);
-    assert_eq!(code(rt.block_on(n.node_stage_volume(stage("pvc-x", "/tmp/s", None)))), Code::InvalidArgument);
-    assert_eq!(code(rt.block_on(n.node_stage_volume(stage("pvc-x", "/tmp/s", Some(mount_cap()))))), Code::NotFound);
+    assert_eq!(
+        code(rt.block_on(n.node_stage_volume(stage("", "/tmp/s", Some(mount_cap()))))),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(rt.block_on(n.node_stage_volume(stage("pvc-x", "", Some(mount_cap()))))),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(rt.block_on(n.node_stage_volume(stage("pvc-x", "/tmp/s", None)))),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(rt.block_on(n.node_stage_volume(stage("pvc-x", "/tmp/s", Some(mount_cap()))))),
+        Code::NotFound
+    );
 
     let unstage = |id: &str, path: &str| proto::NodeUnstageVolumeRequest {
         volume_id: id.into(),
         staging_target_path: path.into(),
     };
-    assert_eq!(code(rt.block_on(n.node_unstage_volume(unstage("", "/tmp/s")))), Code::InvalidArgument);
-    assert_eq!(code(rt.block_on(n.node_unstage_volume(unstage("pvc-x", "")))), Code::InvalidArgument);
+    assert_eq!(
+        code(rt.block_on(n.node_unstage_volume(unstage("", "/tmp/s")))),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(rt.block_on(n.node_unstage_volume(unstage("pvc-x", "")))),
+        Code::InvalidArgument
+    );
 
-    let publish = |id: &str, st: &str, tgt: &str, cap: Option<proto::VolumeCapability>| proto::NodePublishVolumeRequest {
-        volume_id: id.into(),
-        staging_target_path: st.into(),
-        target_path: tgt.into(),
-        volume_capability: cap,
-        ..Default::default()
+    let publish = |id: &str, st: &str, tgt: &str, cap: Option<proto::VolumeCapability>| {
+        proto::NodePublishVolumeRequest {
+            volume_id: id.into(),
+            staging_target_path: st.into(),
+            target_path: tgt.into(),
+            volume_capability: cap,
+            ..Default::default()
+        }
     };
-    assert_eq!(code(rt.block_on(n.node_publish_volume(publish("", "/tmp/s", "/tmp/t", Some(mount_cap()))))), Code::InvalidArgument);
-    assert_eq!(code(rt.block_on(n.node_publish_volume(publish("pvc-x", "", "/tmp/t", Some(mount_cap()))))), Code::InvalidArgument);
-    assert_eq!(code(rt.block_on(n.node_publish_volume(publish("pvc-x", "/tmp/s", "", Some(mount_cap()))))), Code::InvalidArgument);
-    assert_eq!(code(rt.block_on(n.node_publish_volume(publish("pvc-x", "/tmp/s", "/tmp/t", None)))), Code::InvalidArgument);
-    assert_eq!(code(rt.block_on(n.node_publish_volume(publish("pvc-x", "/tmp/s", "/tmp/t", Some(mount_cap()))))), Code::NotFound);
+    assert_eq!(
+        code(rt.block_on(n.node_publish_volume(publish(
+            "",
+            "/tmp/s",
+            "/tmp/t",
+            Some(mount_cap())
+        )))),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(rt.block_on(n.node_publish_volume(publish("pvc-x", "", "/tmp/t", Some(mount_cap()))))),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(rt.block_on(n.node_publish_volume(publish("pvc-x", "/tmp/s", "", Some(mount_cap()))))),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(rt.block_on(n.node_publish_volume(publish("pvc-x", "/tmp/s", "/tmp/t", None)))),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(rt.block_on(n.node_publish_volume(publish(
+            "pvc-x",
+            "/tmp/s",
+            "/tmp/t",
+            Some(mount_cap())
+        )))),
+        Code::NotFound
+    );
 
     let unpublish = |id: &str, tgt: &str| proto::NodeUnpublishVolumeRequest {
         volume_id: id.into(),
         target_path: tgt.into(),
     };
-    assert_eq!(code(rt.block_on(n.node_unpublish_volume(unpublish("", "/tmp/t")))), Code::InvalidArgument);
-    assert_eq!(code(rt.block_on(n.node_unpublish_volume(unpublish("pvc-x", "")))), Code::InvalidArgument);
+    assert_eq!(
+        code(rt.block_on(n.node_unpublish_volume(unpublish("", "/tmp/t")))),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(rt.block_on(n.node_unpublish_volume(unpublish("pvc-x", "")))),
+        Code::InvalidArgument
+    );
 
     let stats = |id: &str, p: &str| proto::NodeGetVolumeStatsRequest {
         volume_id: id.into(),
         volume_path: p.into(),
         staging_target_path: String::new(),
     };
-    assert_eq!(code(rt.block_on(n.node_get_volume_stats(stats("", "/tmp")))), Code::InvalidArgument);
-    assert_eq!(code(rt.block_on(n.node_get_volume_stats(stats("pvc-x", "")))), Code::InvalidArgument);
-    assert_eq!(code(rt.block_on(n.node_get_volume_stats(stats("pvc-x", "/nonexistent/path")))), Code::NotFound);
+    assert_eq!(
+        code(rt.block_on(n.node_get_volume_stats(stats("", "/tmp")))),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(rt.block_on(n.node_get_volume_stats(stats("pvc-x", "")))),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(rt.block_on(n.node_get_volume_stats(stats("pvc-x", "/nonexistent/path")))),
+        Code::NotFound
+    );
 
     let expand = |id: &str, p: &str| proto::NodeExpandVolumeRequest {
         volume_id: id.into(),
         volume_path: p.into(),
         ..Default::default()
     };
-    assert_eq!(code(rt.block_on(n.node_expand_volume(expand("", "/tmp")))), Code::InvalidArgument);
-    assert_eq!(code(rt.block_on(n.node_expand_volume(expand("pvc-x", "")))), Code::InvalidArgument);
-    assert_eq!(code(rt.block_on(n.node_expand_volume(expand("pvc-x", "/nonexistent/path")))), Code::NotFound);
+    assert_eq!(
+        code(rt.block_on(n.node_expand_volume(expand("", "/tmp")))),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(rt.block_on(n.node_expand_volume(expand("pvc-x", "")))),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(rt.block_on(n.node_expand_volume(expand("pvc-x", "/nonexistent/path")))),
+        Code::NotFound
+    );
 
     let caps = rt
         .block_on(n.node_get_capabilities(proto::NodeGetCapabilitiesRequest {}))

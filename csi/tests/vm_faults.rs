@@ -112,28 +112,96 @@ fn vm_deleted_record_is_restored_from_the_luks2_token() {
     assert!(rig.logs().contains("restored it from the LUKS2 token"));
 }
 
+/// Runs `onmetal-csi-driver volume VERB --volume-id ... <KMS flags>` against the rig's store.
+fn volume_cmd(rig: &Rig, verb: &str, id: &str, url: &str, token: &str, extra: &[&str]) -> String {
+    let secret_dir = rig.path("kms-secret");
+    fs::create_dir_all(&secret_dir).unwrap();
+    fs::write(secret_dir.join("token"), token).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_onmetal-csi-driver"))
+        .args(["volume", verb, "--volume-id", id])
+        .arg("--key-store")
+        .arg(format!("dir:{}", rig.key_dir().display()))
+        .args(["--type", "transit", "--endpoint", url, "--key-id", KEK])
+        .arg("--secret-dir")
+        .arg(&secret_dir)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "volume {verb}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
-fn vm_blank_device_with_a_formatted_record_is_never_formatted() {
+fn vm_zeroed_headers_are_refused_then_restored_from_the_record() {
     require_privileged!();
     let (bao, token) = bao();
     let mut rig = Rig::new();
     let m = mounted(&mut rig, "pvc-zeroed", &bao.url, &token);
+    fs::write(m.target.join("f"), b"behind the header").unwrap();
     rig.unpublish(&m.v.volume_id, &m.target).unwrap();
     rig.unstage(&m.v.volume_id, &m.staging).unwrap();
+    let image = rig.image(&m.v.volume_id);
     // Both header copies (and the keyslot area) destroyed: the device reads blank at its start.
     sh(&format!(
         "dd if=/dev/zero of={} bs=1M count=16 conv=notrunc status=none",
-        rig.image(&m.v.volume_id).display()
+        image.display()
     ));
-    let before = fingerprint(&rig.image(&m.v.volume_id));
+    let before = fingerprint(&image);
     let (c, msg) = code(rig.stage(&m.v, &m.staging, cap(false, "ext4"), &token_secrets(&token)));
     assert_eq!(c, tonic::Code::FailedPrecondition, "{msg}");
     assert!(msg.contains("refusing to format"), "{msg}");
-    assert_eq!(
-        fingerprint(&rig.image(&m.v.volume_id)),
-        before,
-        "device untouched"
+    assert_eq!(fingerprint(&image), before, "device untouched");
+
+    // The operator rebuilds the header from the record; then the volume stages with its data.
+    let image_arg = image.display().to_string();
+    volume_cmd(
+        &rig,
+        "restore-header",
+        &m.v.volume_id,
+        &bao.url,
+        &token,
+        &["--device", &image_arg],
     );
+    rig.stage(&m.v, &m.staging, cap(false, "ext4"), &token_secrets(&token))
+        .unwrap();
+    assert_eq!(fs::read(m.staging.join("f")).unwrap(), b"behind the header");
+    rig.unstage(&m.v.volume_id, &m.staging).unwrap();
+
+    // The escape hatch: `volume key` writes the DEK; stock cryptsetup opens the device with it
+    // and shows the same files.
+    let key = rig.path("dek.bin");
+    let key_arg = key.display().to_string();
+    let warning = volume_cmd(
+        &rig,
+        "key",
+        &m.v.volume_id,
+        &bao.url,
+        &token,
+        &["--output", &key_arg],
+    );
+    assert!(!warning.is_empty(), "volume key warns");
+    let name = format!("cs-{}", m.v.volume_id);
+    let mnt = rig.path("cryptsetup-mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    sh(&format!(
+        "cryptsetup open --key-file {} {} {name}",
+        key.display(),
+        image.display()
+    ));
+    let shown = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "mount /dev/mapper/{name} {m} && cat {m}/f; umount {m}; cryptsetup close {name}",
+            m = mnt.display()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&shown.stdout), "behind the header");
 }
 
 #[test]

@@ -462,11 +462,14 @@ pub fn fingerprint(path: &Path) -> (u64, [u8; 32]) {
     let size = f.seek(SeekFrom::End(0)).unwrap();
     let mut h = sha2::Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
-    for (start, len) in [(0, (32u64 << 20).min(size)), (size.saturating_sub(1 << 20), (1u64 << 20).min(size))] {
+    for (start, len) in [
+        (0, (32u64 << 20).min(size)),
+        (size.saturating_sub(1 << 20), (1u64 << 20).min(size)),
+    ] {
         f.seek(SeekFrom::Start(start)).unwrap();
         let mut left = len;
         while left > 0 {
-            let n = left.min(buf.len() as u64) as usize;
+            let n = usize::try_from(left.min(1 << 20)).unwrap();
             f.read_exact(&mut buf[..n]).unwrap();
             h.update(&buf[..n]);
             left -= n as u64;
