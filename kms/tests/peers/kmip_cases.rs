@@ -31,8 +31,13 @@ impl KmipServer {
     /// over KMIP 1.2 (`kmip_admin.py`); returns its Unique Identifier.
     pub fn create_key(&self, active: bool) -> String {
         let d = self.dir.path();
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/kmip_admin.py");
-        let mut cmd = std::process::Command::new("python3");
+        // The workspace root is the parent of every crate (these helpers are shared by the kms
+        // and csi tests); PYTHON names the interpreter where `python3` on PATH is another one
+        // (the VM rig's guest PATH has no pyenv).
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../kms/tests/peers/kmip_admin.py");
+        let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
+        let mut cmd = std::process::Command::new(python);
         cmd.arg(script)
             .arg("127.0.0.1")
             .arg(self.port.to_string())

@@ -55,7 +55,9 @@ pub fn start_with(expired_server_cert: bool) -> Option<KmipServer> {
                 std::fs::File::create(d.join(format!("stderr-{port}"))).unwrap(),
             ));
         let mut proc = super::spawn(&mut cmd, log);
-        if proc.wait_listening(port, Duration::from_secs(30)) {
+        // Python under software emulation (the VM rig) starts slowly.
+        let limit = std::env::var("ONMETAL_VM_TEST").map_or(30, |_| 180);
+        if proc.wait_listening(port, Duration::from_secs(limit)) {
             return Some(KmipServer {
                 proc,
                 port,
