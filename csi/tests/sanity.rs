@@ -513,3 +513,65 @@ fn node_calls_need_their_fields_and_a_known_volume() {
         .into_inner();
     assert!(caps.capabilities.len() >= 3);
 }
+
+#[test]
+fn metrics_and_json_logs() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("csi.sock");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_onmetal-csi-driver"))
+        .args(["--log-format", "json", "serve", "--node-id", "m"])
+        .arg("--endpoint")
+        .arg(format!("unix://{}", sock.display()))
+        .arg("--backend")
+        .arg(format!("local:{}", dir.path().join("v").display()))
+        .arg("--key-store")
+        .arg(format!("dir:{}", dir.path().join("k").display()))
+        .args(["--metrics-address", &addr])
+        .stderr(Stdio::from(log.reopen().unwrap()))
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ch = rt
+        .block_on(csi::client::connect(&format!("unix://{}", sock.display())))
+        .unwrap();
+    let mut c = ControllerClient::new(ch);
+    rt.block_on(c.create_volume(create_req("metrics-1", 1 << 20)))
+        .unwrap();
+    let _ = rt.block_on(c.create_volume(create_req("metrics-1", 1 << 30)));
+    let out = Command::new("curl")
+        .args(["-fsS", &format!("http://{addr}/metrics")])
+        .output()
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("onmetal_csi_operation_duration_seconds")
+            && text.contains("operation=\"CreateVolume\"")
+            && text.contains("code=\"AlreadyExists\""),
+        "{text}"
+    );
+    // Every log line is JSON; the failed call's line names the operation and the volume.
+    let logs = std::fs::read_to_string(log.path()).unwrap();
+    let mut saw_volume = false;
+    for line in logs.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if v["span"]["volume_id"] == "metrics-1" && v["span"]["op"] == "CreateVolume" {
+            saw_volume = true;
+        }
+    }
+    assert!(saw_volume, "{logs}");
+}

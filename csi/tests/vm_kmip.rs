@@ -35,7 +35,8 @@ fn vm_kmip_outage_and_untrusted_certificate() {
     let v = rig.create("pvc-kmip", GIB, &params, false).unwrap();
     let staging = rig.path("staging");
     let target = rig.path("target");
-    rig.stage(&v, &staging, cap(false, "ext4"), &secrets).unwrap();
+    rig.stage(&v, &staging, cap(false, "ext4"), &secrets)
+        .unwrap();
     rig.publish(&v.volume_id, &staging, &target, cap(false, "ext4"), false)
         .unwrap();
     fs::write(target.join("before"), b"kmip before").unwrap();
@@ -58,10 +59,12 @@ fn vm_kmip_outage_and_untrusted_certificate() {
     srv.proc.thaw();
 
     // Back: the volume stages with its data, the second one is formatted now.
-    rig.stage(&v, &staging, cap(false, "ext4"), &secrets).unwrap();
+    rig.stage(&v, &staging, cap(false, "ext4"), &secrets)
+        .unwrap();
     assert_eq!(fs::read(staging.join("during")).unwrap(), b"kmip during");
     rig.unstage(&v.volume_id, &staging).unwrap();
-    rig.stage(&v2, &staging2, cap(false, "ext4"), &secrets).unwrap();
+    rig.stage(&v2, &staging2, cap(false, "ext4"), &secrets)
+        .unwrap();
 
     // A client identity from a CA the KMS does not trust: PERMISSION_DENIED, nothing touched.
     let stranger = Ca::new("a CA the KMS does not know").client(ClientOpts::default());
