@@ -8,6 +8,7 @@
 //! is success. Entries are small (a record is at most [`kms::MAX_RECORD_LEN`] bytes).
 
 mod dir;
+pub mod kube;
 
 use std::fmt;
 
@@ -16,6 +17,7 @@ use kms::WrappedKey;
 use serde::{Deserialize, Serialize};
 
 pub use dir::DirStore;
+pub use kube::KubeStore;
 
 use crate::error::{Error, Kind, Result};
 use crate::volume_id::VolumeId;
@@ -169,7 +171,13 @@ impl KeyEntry {
                 format!("the key store entry of {volume} is not valid: {e}"),
             )
         })?;
-        let record = WrappedKey::from_json(doc.record.to_string().as_bytes())?;
+        Self::from_parts(volume, doc.record.to_string().as_bytes(), doc.state)
+    }
+
+    /// An entry from the record's JSON (`kms/README.md`) and the state; the record must belong
+    /// to `volume`.
+    pub fn from_parts(volume: &VolumeId, record: &[u8], state: VolumeState) -> Result<Self> {
+        let record = WrappedKey::from_json(record)?;
         if record.volume_id().as_str() != volume.as_str() {
             return Err(Error::new(
                 Kind::FailedPrecondition,
@@ -179,10 +187,27 @@ impl KeyEntry {
                 ),
             ));
         }
-        Ok(KeyEntry {
-            record,
-            state: doc.state,
-        })
+        Ok(KeyEntry { record, state })
+    }
+}
+
+/// Opens the store a `--key-store` value names: `kube` (Secrets in `namespace`, written with
+/// the annotation `driver`) or `dir:DIR`.
+pub async fn open(
+    spec: &str,
+    namespace: &str,
+    driver: &str,
+) -> Result<std::sync::Arc<dyn KeyStore>> {
+    if spec == "kube" {
+        return Ok(std::sync::Arc::new(
+            KubeStore::connect(namespace, driver).await?,
+        ));
+    }
+    match open_dir(spec)? {
+        Some(s) => Ok(std::sync::Arc::new(s)),
+        None => Err(Error::invalid(format!(
+            "--key-store {spec:?}: expected kube or dir:DIR"
+        ))),
     }
 }
 
@@ -195,5 +220,9 @@ pub fn open_dir(spec: &str) -> Result<Option<DirStore>> {
     }
 }
 
+#[cfg(test)]
+mod fake_apiserver;
+#[cfg(test)]
+mod kube_tests;
 #[cfg(test)]
 pub(crate) mod tests;
