@@ -7,7 +7,9 @@
 //! - [`encrypted`]: the encrypted volume's steps (record, KMS, LUKS2 header and token, dm).
 //! - [`backend`]: where volumes come from (trait; the `local` backend of sparse files and loop
 //!   devices; how a provider backend plugs in).
-//! - [`keystore`]: where wrapped-key records live (trait; the `dir` store).
+//! - [`keystore`]: where wrapped-key records live (trait; the `dir` store; the `kube` store of
+//!   Secrets).
+//! - [`volume_cmd`]: the operator's `volume` subcommands (`list`, `rewrap`).
 //! - [`mount`]: mkfs, mounts, resize, usage (trait; the system implementation).
 //! - [`params`]: StorageClass parameters and the volume context; [`capability`]: access modes.
 //! - [`error`]: the one error type and its one mapping to gRPC codes.
@@ -33,6 +35,7 @@ pub mod mount;
 pub mod node;
 pub mod params;
 pub mod server;
+pub mod volume_cmd;
 pub mod volume_id;
 
 /// The CSI protocol (package `csi.v1`), generated at build time from `proto/csi.proto`.

@@ -1,8 +1,8 @@
 //! `onmetal-csi-driver`: the CSI driver binary of `csi.onmetal.de`.
 //!
 //! Subcommands: `serve` (the CSI gRPC services), `client` (a small CSI client over the socket),
-//! `volume` (operator commands on encrypted volumes) and `kms` (wrap, unwrap, check and rewrap
-//! data keys with the configured KMS).
+//! `volume` (operator commands on encrypted volumes' records: `list`, `rewrap`) and `kms` (wrap,
+//! unwrap, check and rewrap data keys with the configured KMS).
 #![forbid(unsafe_code)]
 
 mod kms_cmd;
@@ -53,9 +53,17 @@ enum Command {
         /// Where volumes come from: local:DIR (sparse files attached as loop devices).
         #[arg(long, default_value = "local:/var/lib/onmetal-csi/volumes")]
         backend: String,
-        /// Where wrapped keys live: dir:DIR (one 0600 file per volume).
-        #[arg(long, default_value = "dir:/var/lib/onmetal-csi/keys")]
+        /// Where wrapped keys live: kube (one Secret per volume in --key-namespace) or dir:DIR
+        /// (one 0600 file per volume).
+        #[arg(
+            long,
+            value_name = "kube|dir:DIR",
+            default_value = "dir:/var/lib/onmetal-csi/keys"
+        )]
         key_store: String,
+        /// Namespace of the wrapped-key Secrets (--key-store kube).
+        #[arg(long, value_name = "NS", default_value = csi::keystore::kube::DEFAULT_NAMESPACE)]
+        key_namespace: String,
         /// Serve Prometheus metrics on HOST:PORT (/metrics).
         #[arg(long)]
         metrics_address: Option<SocketAddr>,
@@ -71,6 +79,9 @@ enum Command {
     /// Wrap, unwrap or check data encryption keys with a KMS (Transit or KMIP).
     #[command(subcommand)]
     Kms(kms_cmd::KmsCommand),
+    /// Operator commands on encrypted volumes' wrapped-key records (list, rewrap).
+    #[command(subcommand)]
+    Volume(csi::volume_cmd::VolumeCommand),
 }
 
 fn init_logging(format: LogFormat, default: &str) {
@@ -107,21 +118,19 @@ fn main() -> ExitCode {
             driver_name,
             backend,
             key_store,
+            key_namespace,
             metrics_address,
         } => {
             init_logging(cli.log_format, "info");
             let res = (|| -> Result<(), csi::Error> {
                 let backend: Arc<dyn csi::backend::Backend> =
                     Arc::from(csi::backend::open(&backend)?);
-                let store: Arc<dyn csi::keystore::KeyStore> =
-                    match csi::keystore::open_dir(&key_store)? {
-                        Some(s) => Arc::new(s),
-                        None => {
-                            return Err(csi::Error::invalid(format!(
-                                "--key-store {key_store:?}: expected dir:DIR"
-                            )));
-                        }
-                    };
+                let rt = runtime().map_err(|e| csi::Error::internal(e.to_string()))?;
+                let store = rt.block_on(csi::keystore::open(
+                    &key_store,
+                    &key_namespace,
+                    &driver_name,
+                ))?;
                 let driver = Driver::new(
                     driver_name,
                     node_id,
@@ -130,7 +139,6 @@ fn main() -> ExitCode {
                     store,
                     Arc::new(csi::mount::SystemMounter),
                 );
-                let rt = runtime().map_err(|e| csi::Error::internal(e.to_string()))?;
                 rt.block_on(csi::server::serve(driver, &endpoint, metrics_address))
             })();
             match res {
@@ -157,6 +165,10 @@ fn main() -> ExitCode {
         Command::Kms(cmd) => {
             init_logging(cli.log_format, "warn");
             kms_cmd::run(cmd)
+        }
+        Command::Volume(cmd) => {
+            init_logging(cli.log_format, "warn");
+            csi::volume_cmd::run(cmd)
         }
     }
 }

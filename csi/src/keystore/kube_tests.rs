@@ -353,3 +353,24 @@ async fn the_namespace_must_be_a_valid_name() {
     let e = KubeStore::with_config(config, "Kube_System", "csi.onmetal.de", policy()).unwrap_err();
     assert_eq!(e.kind(), Kind::InvalidArgument);
 }
+
+#[tokio::test]
+async fn volume_list_reads_the_kube_store() {
+    let api = FakeApiServer::start().await;
+    let s = store(&api);
+    for i in 0..3 {
+        let v = vol(&format!("pvc-op-{i}"));
+        s.create(&v, &entry(&v, 4, VolumeState::Formatted))
+            .await
+            .unwrap();
+    }
+    let mut out = Vec::new();
+    crate::volume_cmd::list::print(&s, &mut out).await.unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("pvc-op-")).count(),
+        3,
+        "{text}"
+    );
+    assert!(text.ends_with("3 encrypted volume(s)\n"), "{text}");
+}
