@@ -125,7 +125,9 @@ impl From<StoreError> for Error {
 /// token); only the controller deletes (DeleteVolume); `list` is for operator commands.
 #[async_trait]
 pub trait KeyStore: Send + Sync + fmt::Debug {
-    /// Creates the entry; [`StoreError::Exists`] with the stored entry if there is one.
+    /// Creates the entry; [`StoreError::Exists`] with the stored entry if there is one. A store
+    /// whose create may be retried after a lost answer (`kube`) returns success instead when the
+    /// stored entry equals `entry`; a different entry is never overwritten.
     async fn create(&self, volume: &VolumeId, entry: &KeyEntry) -> Result<Revision, StoreError>;
     /// The entry, or `None` when there is none.
     async fn get(&self, volume: &VolumeId) -> Result<Option<Stored>, StoreError>;
