@@ -5,7 +5,9 @@
 //! (an invalid name, data key or label, a `resourceVersion` on create, a changed `type`), 400
 //! `BadRequest` (name or namespace differing from the URL); a fresh `resourceVersion` per write;
 //! label selectors (`k=v,...`) and `limit`/`continue` paging on list; `fieldManager` accepted
-//! and ignored. Faults are queued per HTTP method and consumed one per request.
+//! and ignored; over TLS with a bearer token when started with [`FakeApiServer::start_tls`]
+//! (401 `Unauthorized` without it). Faults are queued per HTTP method and consumed one per
+//! request.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -15,7 +17,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -48,6 +50,8 @@ struct Inner {
     log: Vec<String>,
     /// Largest page a list returns, whatever `limit` asks (the API server may return fewer).
     page_cap: usize,
+    /// `Authorization: Bearer <token>` required on every request.
+    token: Option<String>,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -55,23 +59,44 @@ type Shared = Arc<Mutex<Inner>>;
 /// A running fake API server; stopped on drop.
 pub(crate) struct FakeApiServer {
     addr: SocketAddr,
+    tls: bool,
     state: Shared,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl FakeApiServer {
-    /// Starts one on a free port of 127.0.0.1.
+    /// Starts one on a free port of 127.0.0.1 (plain HTTP, no authentication).
     pub(crate) async fn start() -> Self {
-        let state: Shared = Arc::new(Mutex::new(Inner {
-            next_rv: 1000,
-            page_cap: usize::MAX,
-            ..Inner::default()
-        }));
-        let app = Router::new().fallback(handle).with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1");
+        Self::serve(listener, None, false)
+    }
+
+    /// Starts one over TLS with `config`, requiring `Authorization: Bearer <token>`.
+    pub(crate) async fn start_tls(config: rustls::ServerConfig, token: &str) -> Self {
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1");
+        let listener = TlsListener {
+            tcp,
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        };
+        Self::serve(listener, Some(token.to_owned()), true)
+    }
+
+    fn serve<L>(listener: L, token: Option<String>, tls: bool) -> Self
+    where
+        L: axum::serve::Listener<Addr = SocketAddr>,
+    {
+        let state: Shared = Arc::new(Mutex::new(Inner {
+            next_rv: 1000,
+            page_cap: usize::MAX,
+            token,
+            ..Inner::default()
+        }));
+        let app = Router::new().fallback(handle).with_state(state.clone());
         let addr = listener.local_addr().expect("local addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -83,15 +108,17 @@ impl FakeApiServer {
         });
         FakeApiServer {
             addr,
+            tls,
             state,
             stop: Some(tx),
             task: Some(task),
         }
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http(s)://127.0.0.1:PORT`.
     pub(crate) fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Queues a fault for the next request with `method`.
@@ -156,6 +183,32 @@ impl Drop for FakeApiServer {
         if let Some(task) = self.task.take() {
             task.abort();
         }
+    }
+}
+
+/// TLS on top of a TCP listener; a failed handshake is dropped and the next client accepted.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            if let Ok(tls) = self.acceptor.accept(tcp).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
     }
 }
 
@@ -284,6 +337,7 @@ async fn handle(
     State(state): State<Shared>,
     method: Method,
     uri: Uri,
+    headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Response {
@@ -293,6 +347,14 @@ async fn handle(
             "{method} {}",
             uri.path_and_query().map_or("", |p| p.as_str())
         ));
+        if let Some(token) = &st.token {
+            let sent = headers
+                .get(axum::http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            if sent != Some(format!("Bearer {token}").as_str()) {
+                return status(401, "Unauthorized", "Unauthorized".to_owned(), None);
+            }
+        }
         let pos = st.faults.iter().position(|(m, _)| *m == method);
         pos.and_then(|i| st.faults.remove(i)).map(|(_, f)| f)
     };

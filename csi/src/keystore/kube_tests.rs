@@ -1,6 +1,7 @@
 //! The `kube` store against the in-process fake API server: the shared contract, the Secret's
 //! layout, and faults (409 races, 5xx, 429, time-outs, lost answers, a server that goes away).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::Method;
@@ -373,4 +374,65 @@ async fn volume_list_reads_the_kube_store() {
         "{text}"
     );
     assert!(text.ends_with("3 encrypted volume(s)\n"), "{text}");
+}
+
+/// A CA and a server certificate for 127.0.0.1 (rcgen, ECDSA P-256): (CA PEM, server config).
+fn tls_server() -> (String, rustls::ServerConfig) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "fake-apiserver-ca");
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    (ca.pem(), config)
+}
+
+#[tokio::test]
+async fn over_tls_with_a_kubeconfig_and_a_bearer_token() {
+    use base64::Engine;
+    let (ca_pem, server) = tls_server();
+    let api = FakeApiServer::start_tls(server, "test-token-123").await;
+    let kubeconfig = |token: &str| {
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: fake\n\
+             clusters:\n- name: fake\n  cluster:\n    server: {}\n    certificate-authority-data: {}\n\
+             contexts:\n- name: fake\n  context: {{cluster: fake, user: op}}\n\
+             users:\n- name: op\n  user: {{token: {token}}}\n",
+            api.url(),
+            base64::engine::general_purpose::STANDARD.encode(&ca_pem)
+        )
+    };
+    let from = |yaml: String| async move {
+        let kc = ::kube::config::Kubeconfig::from_yaml(&yaml).unwrap();
+        let config = ::kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
+        KubeStore::with_config(config, NS, "csi.onmetal.de", policy()).unwrap()
+    };
+    contract(&from(kubeconfig("test-token-123")).await).await;
+
+    // A wrong token is refused (401) and not retried.
+    let s = from(kubeconfig("wrong")).await;
+    let before = api.requests().len();
+    match s.get(&vol("pvc-tls")).await {
+        Err(StoreError::Other(e)) => assert!(e.message().contains("401"), "{e}"),
+        other => panic!("expected an error, got {other:?}"),
+    }
+    assert_eq!(api.requests().len(), before + 1);
 }
