@@ -28,6 +28,9 @@ if [ -x kms/tests/install-peers.sh ]; then
   bash kms/tests/install-peers.sh
 fi
 
+# Deployment manifest tests (csi/tests/deploy.rs): kubectl kustomize, kubernetes-validate.
+bash deploy/install-test-tools.sh
+
 # cargo-fuzz runs the fuzz targets on the stable toolchain (with RUSTC_BOOTSTRAP=1).
 if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "install-prereqs: cargo install cargo-fuzz"

@@ -9,7 +9,10 @@
 //!   restore-header`, after checking that the data decrypts to a filesystem under the key).
 //! - [`backend`]: where volumes come from (trait; the `local` backend of sparse files and loop
 //!   devices; how a provider backend plugs in).
-//! - [`keystore`]: where wrapped-key records live (trait; the `dir` store).
+//! - [`keystore`]: where wrapped-key records live (trait; the `dir` store; the `kube` store of
+//!   Secrets).
+//! - [`volume_cmd`]: the operator's `volume` subcommands (`list`, `rewrap`, `key`, `inspect`,
+//!   `restore-header`); [`recovery`]: the header rebuild behind `restore-header`.
 //! - [`mount`]: mkfs, mounts, resize, usage (trait; the system implementation).
 //! - [`params`]: StorageClass parameters and the volume context; [`capability`]: access modes.
 //! - [`error`]: the one error type and its one mapping to gRPC codes.
@@ -36,6 +39,7 @@ pub mod node;
 pub mod params;
 pub mod recovery;
 pub mod server;
+pub mod volume_cmd;
 pub mod volume_id;
 
 /// The CSI protocol (package `csi.v1`), generated at build time from `proto/csi.proto`.

@@ -1,12 +1,12 @@
 //! `onmetal-csi-driver`: the CSI driver binary of `csi.onmetal.de`.
 //!
 //! Subcommands: `serve` (the CSI gRPC services), `client` (a small CSI client over the socket),
-//! `volume` (operator commands on encrypted volumes) and `kms` (wrap, unwrap, check and rewrap
-//! data keys with the configured KMS).
+//! `volume` (operator commands on encrypted volumes: `list`, `rewrap`, `key`, `inspect`,
+//! `restore-header`) and `kms` (wrap,
+//! unwrap, check and rewrap data keys with the configured KMS).
 #![forbid(unsafe_code)]
 
 mod kms_cmd;
-mod volume_cmd;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -54,9 +54,17 @@ enum Command {
         /// Where volumes come from: local:DIR (sparse files attached as loop devices).
         #[arg(long, default_value = "local:/var/lib/onmetal-csi/volumes")]
         backend: String,
-        /// Where wrapped keys live: dir:DIR (one 0600 file per volume).
-        #[arg(long, default_value = "dir:/var/lib/onmetal-csi/keys")]
+        /// Where wrapped keys live: kube (one Secret per volume in --key-namespace) or dir:DIR
+        /// (one 0600 file per volume).
+        #[arg(
+            long,
+            value_name = "kube|dir:DIR",
+            default_value = "dir:/var/lib/onmetal-csi/keys"
+        )]
         key_store: String,
+        /// Namespace of the wrapped-key Secrets (--key-store kube).
+        #[arg(long, value_name = "NS", default_value = csi::keystore::kube::DEFAULT_NAMESPACE)]
+        key_namespace: String,
         /// Serve Prometheus metrics on HOST:PORT (/metrics).
         #[arg(long)]
         metrics_address: Option<SocketAddr>,
@@ -69,12 +77,12 @@ enum Command {
         #[command(subcommand)]
         command: csi::client::ClientCommand,
     },
-    /// Operator commands on encrypted volumes: key, inspect, restore-header.
-    #[command(subcommand)]
-    Volume(volume_cmd::VolumeCommand),
     /// Wrap, unwrap or check data encryption keys with a KMS (Transit or KMIP).
     #[command(subcommand)]
     Kms(kms_cmd::KmsCommand),
+    /// Operator commands on encrypted volumes: list, rewrap, key, inspect, restore-header.
+    #[command(subcommand)]
+    Volume(csi::volume_cmd::VolumeCommand),
 }
 
 fn init_logging(format: LogFormat, default: &str) {
@@ -111,6 +119,7 @@ fn main() -> ExitCode {
             driver_name,
             backend,
             key_store,
+            key_namespace,
             metrics_address,
         } => {
             init_logging(cli.log_format, "info");
@@ -118,18 +127,20 @@ fn main() -> ExitCode {
                 let backend: Arc<dyn csi::backend::Backend> =
                     Arc::from(csi::backend::open(&backend)?);
                 let rt = runtime().map_err(|e| csi::Error::internal(e.to_string()))?;
-                rt.block_on(async {
-                    let store = csi::keystore::open(&key_store).await?;
-                    let driver = Driver::new(
-                        driver_name,
-                        node_id,
-                        mode,
-                        backend,
-                        store,
-                        Arc::new(csi::mount::SystemMounter),
-                    );
-                    csi::server::serve(driver, &endpoint, metrics_address).await
-                })
+                let store = rt.block_on(csi::keystore::open(
+                    &key_store,
+                    &key_namespace,
+                    &driver_name,
+                ))?;
+                let driver = Driver::new(
+                    driver_name,
+                    node_id,
+                    mode,
+                    backend,
+                    store,
+                    Arc::new(csi::mount::SystemMounter),
+                );
+                rt.block_on(csi::server::serve(driver, &endpoint, metrics_address))
             })();
             match res {
                 Ok(()) => ExitCode::SUCCESS,
@@ -152,13 +163,13 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Volume(cmd) => {
-            init_logging(cli.log_format, "warn");
-            volume_cmd::run(cmd)
-        }
         Command::Kms(cmd) => {
             init_logging(cli.log_format, "warn");
             kms_cmd::run(cmd)
+        }
+        Command::Volume(cmd) => {
+            init_logging(cli.log_format, "warn");
+            csi::volume_cmd::run(cmd)
         }
     }
 }

@@ -8,15 +8,16 @@
 //! is success. Entries are small (a record is at most [`kms::MAX_RECORD_LEN`] bytes).
 
 mod dir;
+pub mod kube;
 
 use std::fmt;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use kms::WrappedKey;
 use serde::{Deserialize, Serialize};
 
 pub use dir::DirStore;
+pub use kube::KubeStore;
 
 use crate::error::{Error, Kind, Result};
 use crate::volume_id::VolumeId;
@@ -124,7 +125,9 @@ impl From<StoreError> for Error {
 /// token); only the controller deletes (DeleteVolume); `list` is for operator commands.
 #[async_trait]
 pub trait KeyStore: Send + Sync + fmt::Debug {
-    /// Creates the entry; [`StoreError::Exists`] with the stored entry if there is one.
+    /// Creates the entry; [`StoreError::Exists`] with the stored entry if there is one. A store
+    /// whose create may be retried after a lost answer (`kube`) returns success instead when the
+    /// stored entry equals `entry`; a different entry is never overwritten.
     async fn create(&self, volume: &VolumeId, entry: &KeyEntry) -> Result<Revision, StoreError>;
     /// The entry, or `None` when there is none.
     async fn get(&self, volume: &VolumeId) -> Result<Option<Stored>, StoreError>;
@@ -170,7 +173,13 @@ impl KeyEntry {
                 format!("the key store entry of {volume} is not valid: {e}"),
             )
         })?;
-        let record = WrappedKey::from_json(doc.record.to_string().as_bytes())?;
+        Self::from_parts(volume, doc.record.to_string().as_bytes(), doc.state)
+    }
+
+    /// An entry from the record's JSON (`kms/README.md`) and the state; the record must belong
+    /// to `volume`.
+    pub fn from_parts(volume: &VolumeId, record: &[u8], state: VolumeState) -> Result<Self> {
+        let record = WrappedKey::from_json(record)?;
         if record.volume_id().as_str() != volume.as_str() {
             return Err(Error::new(
                 Kind::FailedPrecondition,
@@ -180,21 +189,26 @@ impl KeyEntry {
                 ),
             ));
         }
-        Ok(KeyEntry {
-            record,
-            state: doc.state,
-        })
+        Ok(KeyEntry { record, state })
     }
 }
 
-/// Opens the key store a `--key-store` value names: `dir:DIR` today. Every command that takes
-/// `--key-store` (`serve`, the `volume` operator commands) goes through here, so a new kind of
-/// store is added in this one place. Async because a store may need the runtime to connect.
-pub async fn open(spec: &str) -> Result<Arc<dyn KeyStore>> {
+/// Opens the store a `--key-store` value names: `kube` (Secrets in `namespace`, written with
+/// the annotation `driver`) or `dir:DIR`.
+pub async fn open(
+    spec: &str,
+    namespace: &str,
+    driver: &str,
+) -> Result<std::sync::Arc<dyn KeyStore>> {
+    if spec == "kube" {
+        return Ok(std::sync::Arc::new(
+            KubeStore::connect(namespace, driver).await?,
+        ));
+    }
     match open_dir(spec)? {
-        Some(store) => Ok(Arc::new(store)),
+        Some(s) => Ok(std::sync::Arc::new(s)),
         None => Err(Error::invalid(format!(
-            "--key-store {spec:?}: expected dir:DIR"
+            "--key-store {spec:?}: expected kube or dir:DIR"
         ))),
     }
 }
@@ -208,5 +222,9 @@ pub fn open_dir(spec: &str) -> Result<Option<DirStore>> {
     }
 }
 
+#[cfg(test)]
+mod fake_apiserver;
+#[cfg(test)]
+mod kube_tests;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -138,10 +138,12 @@ async fn an_entry_naming_another_volume_is_refused() {
 async fn open_takes_every_key_store_value() {
     let dir = tempfile::tempdir().unwrap();
     let spec = format!("dir:{}", dir.path().join("keys").display());
-    let store = open(&spec).await.unwrap();
+    let store = open(&spec, "kube-system", "csi.onmetal.de").await.unwrap();
     assert!(store.list().await.unwrap().is_empty());
     for bad in ["", "dir:", "kube:x", "/var/lib/keys"] {
-        let e = open(bad).await.unwrap_err();
+        let e = open(bad, "kube-system", "csi.onmetal.de")
+            .await
+            .unwrap_err();
         assert_eq!(e.kind(), Kind::InvalidArgument, "{bad:?}");
         assert!(e.message().contains("--key-store"), "{bad:?}: {e}");
     }

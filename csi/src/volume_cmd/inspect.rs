@@ -11,9 +11,9 @@
 use std::fs::File;
 use std::path::PathBuf;
 
+use crate::encrypted::TOKEN_TYPE;
+use crate::{Error, Result};
 use clap::Args;
-use csi::encrypted::TOKEN_TYPE;
-use csi::{Error, Result};
 use kms::WrappedKey;
 use luks2::header::{CopyStatus, Header, ReadReport};
 use luks2::io::Device;
@@ -21,8 +21,8 @@ use luks2::metadata::{DigestKind, Kdf, Keyslot, Priority, SegmentKind, SegmentSi
 use serde::Serialize;
 
 /// `volume inspect` flags.
-#[derive(Args)]
-pub(crate) struct InspectArgs {
+#[derive(Debug, Args)]
+pub struct InspectArgs {
     /// The device (or image file) of the volume.
     #[arg(value_name = "DEVICE")]
     device: PathBuf,
@@ -464,7 +464,8 @@ fn text(r: &Report) -> String {
     o
 }
 
-pub(crate) fn run(a: InspectArgs) -> Result<()> {
+/// Runs `volume inspect`.
+pub fn run(a: InspectArgs) -> Result<()> {
     let shown = a.device.display().to_string();
     let f = File::open(&a.device).map_err(|e| Error::io(format!("opening {shown}"), e))?;
     let size = f

@@ -8,14 +8,14 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::{Error, Result};
 use clap::Args;
-use csi::{Error, Result};
 
 use super::VolumeKms;
 
 /// `volume key` flags.
-#[derive(Args)]
-pub(crate) struct KeyArgs {
+#[derive(Debug, Args)]
+pub struct KeyArgs {
     #[command(flatten)]
     volume: VolumeKms,
     /// The file to create (mode 0600) with the raw key bytes; must not exist.
@@ -57,7 +57,8 @@ fn write_new_file(output: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-pub(crate) async fn run(a: KeyArgs) -> Result<()> {
+/// Runs `volume key`.
+pub async fn run(a: KeyArgs) -> Result<()> {
     let volume = a.volume.volume()?;
     // Fail before any KMS request when the file could not be written anyway.
     refuse_existing(&a.output)?;

@@ -1,36 +1,52 @@
-//! `onmetal-csi-driver volume ...`: operator commands on the driver's encrypted volumes.
+//! `onmetal-csi-driver volume ...`: operator commands on the driver's encrypted volumes (never
+//! run by the driver itself).
 //!
+//! - `list --key-store kube|dir:DIR` ([`list`]): every wrapped-key record, without keys.
+//! - `rewrap --key-store kube|dir:DIR --type T --endpoint E --key-id K --secret-dir D
+//!   (--volume-id V | --all) [--to-key-id NEW] [--dry-run]` ([`rewrap`]): KEK rotation across
+//!   volumes.
 //! - `key` ([`key`]): unwraps a volume's DEK into a new 0600 file, so that stock
 //!   `cryptsetup open --key-file FILE DEVICE NAME` opens the device by hand (the escape hatch).
 //! - `inspect` ([`inspect`]): the LUKS2 header and the record in its token, never any key.
 //! - `restore-header` ([`restore`]): rebuilds a header whose two copies are destroyed, from the
 //!   record, after checking that the data decrypts to a filesystem under the key.
 //!
-//! `key` and `restore-header` take the volume's KMS settings as flags (`--type`, `--endpoint`,
-//! `--key-id`, `--namespace`, as in its StorageClass) and the credentials as files in
-//! `--secret-dir` (`token`, `ca.crt`, `tls.crt`, `tls.key`, as Kubernetes mounts a Secret). The
-//! record comes from `--key-store` and must name exactly these settings: it never decides where
-//! the credentials are sent. Errors: one line on stderr and an exit status by class
-//! ([`exit_code`]).
+//! The KMS settings come from flags (`--type`, `--endpoint`, `--key-id`, `--kms-namespace`, as in
+//! the volume's StorageClass) and the credentials from files in `--secret-dir` (`token`,
+//! `ca.crt`, `tls.crt`, `tls.key`, as Kubernetes mounts a Secret). A record must name exactly
+//! these settings: it never decides where the credentials are sent. Each verb is one variant of
+//! [`VolumeCommand`] with its own argument struct and module. Errors: one line on stderr and an
+//! exit status by class ([`exit_code`]).
 
-mod inspect;
-mod key;
-mod restore;
+pub mod inspect;
+pub mod key;
+pub mod list;
+pub mod restore;
+pub mod rewrap;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use csi::keystore::Stored;
-use csi::volume_id::VolumeId;
-use csi::{Error, Kind, Result};
-use kms::{Dek, KmsConfig, KmsType};
+use kms::{Dek, Kms, KmsConfig, KmsType, Timeouts};
 use zeroize::Zeroizing;
 
+use crate::error::{Error, Kind, Result};
+use crate::keystore::{self, KeyStore, Stored};
+use crate::volume_id::VolumeId;
+
 /// The `volume` subcommands.
-#[derive(Subcommand)]
-pub(crate) enum VolumeCommand {
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// List every encrypted volume's wrapped-key record (volume id, KMS type, endpoint, key id
+    /// and version, state, created), without keys.
+    List(list::ListArgs),
+    /// Move wrapped keys to a new KEK version (Transit) or a new KEK (--to-key-id), verifying
+    /// each new record by an unwrap before it replaces the old one.
+    Rewrap(rewrap::RewrapArgs),
     /// Unwrap a volume's data key into a new 0600 file (for `cryptsetup open --key-file`).
     Key(key::KeyArgs),
     /// Show a device's LUKS2 header and the wrapped-key record in its token (no key material).
@@ -39,15 +55,84 @@ pub(crate) enum VolumeCommand {
     RestoreHeader(restore::RestoreArgs),
 }
 
+/// Which key store, as `serve` takes it.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Where wrapped keys live: kube (Secrets in --key-namespace) or dir:DIR.
+    #[arg(long, value_name = "kube|dir:DIR")]
+    pub key_store: String,
+    /// Namespace of the wrapped-key Secrets (kube store).
+    #[arg(long, value_name = "NS", default_value = keystore::kube::DEFAULT_NAMESPACE)]
+    pub key_namespace: String,
+    /// The CSI driver name (annotation of Secrets this command writes).
+    #[arg(long, default_value = "csi.onmetal.de")]
+    pub driver_name: String,
+}
+
+impl StoreArgs {
+    /// Opens the store (the kube store reads KUBECONFIG or the in-cluster configuration).
+    pub async fn open(&self) -> Result<Arc<dyn KeyStore>> {
+        keystore::open(&self.key_store, &self.key_namespace, &self.driver_name).await
+    }
+}
+
+/// Where the KMS is and how to authenticate (as `kms` takes it).
+#[derive(Debug, Clone, Args)]
+pub struct KmsArgs {
+    /// KMS interface: transit or kmip.
+    #[arg(long = "type", value_name = "transit|kmip")]
+    pub kind: String,
+    /// Endpoint: http(s)://host:port (transit) or host:port (kmip).
+    #[arg(long, value_name = "E")]
+    pub endpoint: String,
+    /// Transit key name or KMIP Unique Identifier of the key encryption key.
+    #[arg(long, value_name = "K")]
+    pub key_id: String,
+    /// Directory with files named like the credentials Secret's keys: token, ca.crt, tls.crt,
+    /// tls.key.
+    #[arg(long, value_name = "D")]
+    pub secret_dir: PathBuf,
+    /// OpenBao/Vault namespace (transit only; `encryptionKMSNamespace`).
+    #[arg(long, value_name = "NS")]
+    pub kms_namespace: Option<String>,
+    /// Request timeout in seconds (connect timeout is the smaller of 5 and this).
+    #[arg(long, value_name = "SECONDS", default_value_t = 15)]
+    pub timeout: u64,
+}
+
+impl KmsArgs {
+    /// The configuration for `key_id` (the same endpoint and credentials) and its client.
+    pub fn client(&self, key_id: &str) -> Result<(KmsConfig, Kms)> {
+        let kind: KmsType = self.kind.parse()?;
+        let secrets = read_secret_dir(&self.secret_dir)?;
+        let config = KmsConfig::new(
+            kind,
+            &self.endpoint,
+            key_id,
+            self.kms_namespace.as_deref(),
+            &secrets,
+        );
+        // The map held a token or a private key: wiped here, before anything else can fail.
+        drop(secrets);
+        let request = Duration::from_secs(self.timeout.max(1));
+        let config = config?.with_timeouts(Timeouts {
+            connect: request.min(Duration::from_secs(5)),
+            request,
+        });
+        let kms = Kms::new(&config)?;
+        Ok((config, kms))
+    }
+}
+
 /// A volume, where its record is, and how to reach its KMS.
-#[derive(Args)]
-pub(crate) struct VolumeKms {
+#[derive(Debug, Args)]
+pub struct VolumeKms {
     /// The volume ID.
     #[arg(long, value_name = "V")]
     volume_id: String,
-    /// Where the wrapped-key records live: dir:DIR.
-    #[arg(long, value_name = "dir:DIR")]
-    key_store: String,
+    /// Where the wrapped-key records live.
+    #[command(flatten)]
+    store: StoreArgs,
     /// KMS interface: transit or kmip (the volume's encryptionKMSType).
     #[arg(long = "type", value_name = "transit|kmip")]
     kind: String,
@@ -61,8 +146,8 @@ pub(crate) struct VolumeKms {
     #[arg(long, value_name = "D")]
     secret_dir: PathBuf,
     /// The volume's encryptionKMSNamespace (OpenBao/Vault namespace, transit only).
-    #[arg(long)]
-    namespace: Option<String>,
+    #[arg(long, value_name = "NS")]
+    kms_namespace: Option<String>,
 }
 
 impl VolumeKms {
@@ -78,7 +163,7 @@ impl VolumeKms {
             kind,
             &self.endpoint,
             &self.key_id,
-            self.namespace.as_deref(),
+            self.kms_namespace.as_deref(),
             &secrets,
         );
         drop(secrets);
@@ -87,7 +172,7 @@ impl VolumeKms {
 
     /// The volume's stored entry (a missing one is NOT_FOUND).
     async fn entry(&self, volume: &VolumeId) -> Result<Stored> {
-        let store = csi::keystore::open(&self.key_store).await?;
+        let store = self.store.open().await?;
         store
             .get(volume)
             .await
@@ -95,7 +180,7 @@ impl VolumeKms {
             .ok_or_else(|| {
                 Error::not_found(format!(
                     "the key store {} has no wrapped-key record {} for volume {volume}",
-                    self.key_store,
+                    self.store.key_store,
                     volume.record_name()
                 ))
             })
@@ -104,7 +189,7 @@ impl VolumeKms {
     /// The record, checked against the flags, and the DEK it unwraps to.
     async fn unwrap(&self, volume: &VolumeId, stored: &Stored) -> Result<Dek> {
         let config = self.config()?;
-        csi::encrypted::unwrap(&config, &stored.entry.record, volume).await
+        crate::encrypted::unwrap(&config, &stored.entry.record, volume).await
     }
 }
 
@@ -161,7 +246,7 @@ impl Drop for SecretMap {
 /// 77, not found 66, refused because of what is on the device or in the record (failed
 /// precondition, data loss, already exists) 65, invalid flags or configuration 78, anything
 /// else 1; clap usage errors 2.
-pub(crate) fn exit_code(kind: Kind) -> u8 {
+pub fn exit_code(kind: Kind) -> u8 {
     match kind {
         Kind::Unavailable => 69,
         Kind::PermissionDenied => 77,
@@ -172,8 +257,11 @@ pub(crate) fn exit_code(kind: Kind) -> u8 {
     }
 }
 
-pub(crate) fn run(cmd: VolumeCommand) -> ExitCode {
+/// Runs a `volume` subcommand on its own runtime; the exit status of the process.
+pub fn run(cmd: VolumeCommand) -> ExitCode {
     let name = match &cmd {
+        VolumeCommand::List(_) => "list",
+        VolumeCommand::Rewrap(_) => "rewrap",
         VolumeCommand::Key(_) => "key",
         VolumeCommand::Inspect(_) => "inspect",
         VolumeCommand::RestoreHeader(_) => "restore-header",
@@ -185,18 +273,25 @@ pub(crate) fn run(cmd: VolumeCommand) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("onmetal-csi-driver volume {name}: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
+            return ExitCode::FAILURE;
         }
     };
+    let mut stdout = std::io::stdout().lock();
     let res = rt.block_on(async {
         match cmd {
-            VolumeCommand::Key(a) => key::run(a).await,
-            VolumeCommand::Inspect(a) => inspect::run(a),
-            VolumeCommand::RestoreHeader(a) => restore::run(a).await,
+            VolumeCommand::List(args) => list::run(&args, &mut stdout).await.map(|()| true),
+            VolumeCommand::Rewrap(args) => {
+                rewrap::run(&args, &mut stdout).await.map(|t| t.failed == 0)
+            }
+            VolumeCommand::Key(a) => key::run(a).await.map(|()| true),
+            VolumeCommand::Inspect(a) => inspect::run(a).map(|()| true),
+            VolumeCommand::RestoreHeader(a) => restore::run(a).await.map(|()| true),
         }
     });
     match res {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        // Some volumes failed (rewrap): each was reported with its cause.
+        Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!(
                 "onmetal-csi-driver volume {name}: {}",

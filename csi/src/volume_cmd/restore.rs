@@ -1,5 +1,5 @@
 //! `volume restore-header`: rebuilds the LUKS2 header of a device whose both header copies are
-//! destroyed, from the volume's wrapped-key record (see [`csi::recovery`]). In order: a device
+//! destroyed, from the volume's wrapped-key record (see [`crate::recovery`]). In order: a device
 //! that still has a valid header is refused (before any KMS request); the DEK is unwrapped (the
 //! record checked against the flags); the data behind the driver's data offset must decrypt to
 //! an ext4 or XFS filesystem under it, else nothing is written; then a header like the driver's
@@ -8,15 +8,15 @@
 
 use std::path::PathBuf;
 
+use crate::Result;
+use crate::recovery;
 use clap::Args;
-use csi::Result;
-use csi::recovery;
 
 use super::VolumeKms;
 
 /// `volume restore-header` flags.
-#[derive(Args)]
-pub(crate) struct RestoreArgs {
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
     #[command(flatten)]
     volume: VolumeKms,
     /// The volume's device (or image file), unstaged.
@@ -24,7 +24,8 @@ pub(crate) struct RestoreArgs {
     device: PathBuf,
 }
 
-pub(crate) async fn run(a: RestoreArgs) -> Result<()> {
+/// Runs `volume restore-header`.
+pub async fn run(a: RestoreArgs) -> Result<()> {
     let volume = a.volume.volume()?;
     // Cheap refusals first: no KMS request for a device that has a header or is too small.
     recovery::check_no_valid_header(&a.device)?;
@@ -34,7 +35,8 @@ pub(crate) async fn run(a: RestoreArgs) -> Result<()> {
     let device = a.device.clone();
     let record = stored.entry.record.clone();
     let restored =
-        csi::encrypted::blocking(move || recovery::restore_header(&device, &dek, &record)).await?;
+        crate::encrypted::blocking(move || recovery::restore_header(&device, &dek, &record))
+            .await?;
     if let Some(why) = &restored.replaced_damaged {
         eprintln!(
             "note: {} had a damaged LUKS2 header ({why}); it was replaced",
