@@ -316,3 +316,58 @@ fn vm_plugin_restart_keeps_staged_volumes() {
     assert!(!Path::new(&format!("/dev/mapper/onmetal-csi-{}", m.v.volume_id)).exists());
     bao.proc.thaw();
 }
+
+#[test]
+fn vm_rewrapped_volume_stages_after_the_old_kek_version_is_retired() {
+    require_privileged!();
+    let (bao, token) = bao();
+    let mut rig = Rig::new();
+    let m = mounted(&mut rig, "pvc-rewrap", &bao.url, &token);
+    fs::write(m.target.join("f"), b"rotated").unwrap();
+    rig.unpublish(&m.v.volume_id, &m.target).unwrap();
+    rig.unstage(&m.v.volume_id, &m.staging).unwrap();
+
+    // KEK rotation: a new version, every record rewrapped to it (operator, admin token), the old
+    // version retired.
+    bao.rotate(KEK);
+    let admin = rig.path("admin-secret");
+    fs::create_dir_all(&admin).unwrap();
+    fs::write(admin.join("token"), vm_support::peers::bao::ROOT).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_onmetal-csi-driver"))
+        .args(["volume", "rewrap", "--all"])
+        .arg("--key-store")
+        .arg(format!("dir:{}", rig.key_dir().display()))
+        .args(["--type", "transit", "--endpoint", &bao.url, "--key-id", KEK])
+        .arg("--secret-dir")
+        .arg(&admin)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "rewrap: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let record = fs::read_to_string(rig.record_file(&m.v.volume_id)).unwrap();
+    assert!(record.contains("vault:v2:"), "{record}");
+    let (code, body) = bao.api(
+        "POST",
+        &format!("transit/keys/{KEK}/config"),
+        Some(r#"{"min_decryption_version":2}"#),
+        vm_support::peers::bao::ROOT,
+    );
+    assert!((200..300).contains(&code), "{code} {body}");
+
+    // The volume stages with the rewrapped record, and the token copy in the header follows.
+    rig.stage(&m.v, &m.staging, cap(false, "ext4"), &token_secrets(&token))
+        .unwrap();
+    assert_eq!(fs::read(m.staging.join("f")).unwrap(), b"rotated");
+    let json = sh(&format!(
+        "cryptsetup luksDump --dump-json-metadata {}",
+        rig.image(&m.v.volume_id).display()
+    ));
+    assert!(
+        json.contains("vault:v2:") && !json.contains("vault:v1:"),
+        "{json}"
+    );
+}
