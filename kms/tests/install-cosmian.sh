@@ -27,6 +27,16 @@ if [ -x "$BIN" ] && "$BIN" --version >/dev/null 2>&1; then
   exit 0
 fi
 
+# One build at a time: a second run (another test command started meanwhile) waits for the
+# first and then finds its binary.
+mkdir -p "$CACHE"
+exec 9>"$CACHE/.build-lock"
+flock 9
+if [ -x "$BIN" ] && "$BIN" --version >/dev/null 2>&1; then
+  echo "Cosmian KMS $VERSION ok ($BIN)"
+  exit 0
+fi
+
 work=$(mktemp -d "${TMPDIR:-/tmp}/cosmian-build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 echo "install-cosmian: building Cosmian KMS $VERSION (about 10-17 minutes on 2 cores, once)"
