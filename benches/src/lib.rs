@@ -2,8 +2,11 @@
 //!
 //! The criterion benches live in `benches/` (`cargo bench -p benches`); the compare program,
 //! which times our `luks2` command against `cryptsetup` on the same headers, is
-//! `src/bin/compare.rs` (`scripts/bench-compare`). This library holds what both share: building
-//! small LUKS2 images in memory.
+//! `src/bin/compare.rs` (`scripts/bench-compare`). `src/bin/stage_compare.rs`
+//! (`scripts/bench-stage`, in the VM rig) times NodeStage through the driver against the
+//! cryptsetup-based flow and measures the node plugin at 50 concurrent stages; it reuses the
+//! driver's VM test rig (`csi/tests/vm_support`). This library holds what the criterion benches
+//! and `compare` share: building small LUKS2 images in memory.
 
 use luks2::crypto::{Argon2Variant, HashAlgorithm, KdfKind, PbkdfOptions};
 use luks2::format::{self, FormatOptions};

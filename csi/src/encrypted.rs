@@ -210,8 +210,11 @@ pub fn activate(name: &dm::DmName, device: &Path, dek: &Dek) -> Result<PathBuf> 
         .write(true)
         .open(device)
         .map_err(|e| Error::io(format!("opening {}", device.display()), e))?;
+    let t = std::time::Instant::now();
     let header = luks2::header::read(&f)?;
     verify_dek(&header, dek)?;
+    crate::node::step("activate_check", t);
+    let t = std::time::Instant::now();
     let volume = dm::CryptVolume::from_luks2(&header, &dm::ActivationPolicy::driver())
         .map_err(|e| Error::precondition(format!("not a volume of this driver: {e}")))?;
     let mapper = dm::DeviceMapper::new()?;
@@ -222,6 +225,7 @@ pub fn activate(name: &dm::DmName, device: &Path, dek: &Dek) -> Result<PathBuf> 
         dek.expose(),
         &dm::ActivateOptions::default(),
     )?;
+    crate::node::step("dm_activate", t);
     Ok(dm::mapper_path(name))
 }
 
@@ -261,6 +265,7 @@ pub async fn unwrap(config: &KmsConfig, record: &WrappedKey, volume: &VolumeId) 
     let start = std::time::Instant::now();
     let res = kms.unwrap(record, &volume.kms()).await;
     crate::metrics::kms_request("unwrap", start.elapsed(), res.as_ref().err());
+    crate::node::step("kms_unwrap", start);
     Ok(res?)
 }
 
@@ -271,5 +276,6 @@ pub async fn new_key(config: &KmsConfig, volume: &VolumeId) -> Result<(Dek, Wrap
     let start = std::time::Instant::now();
     let res = kms.wrap(&dek, &volume.kms()).await;
     crate::metrics::kms_request("wrap", start.elapsed(), res.as_ref().err());
+    crate::node::step("kms_wrap", start);
     Ok((dek, res?))
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tonic::{Request, Response, Status};
-use tracing::{Instrument, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use crate::capability::Access;
 use crate::driver::Driver;
@@ -41,6 +41,12 @@ impl NodeService {
 /// Milliseconds since `t`, for log fields.
 pub(crate) fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0
+}
+
+/// Logs how long one step of a stage took (debug level: `step`, `elapsed_ms`), so that a
+/// stage's time can be split into its steps (`benches/src/bin/stage_compare.rs` reads them).
+pub(crate) fn step(name: &'static str, t: Instant) {
+    debug!(step = name, elapsed_ms = ms(t), "step");
 }
 
 fn required<'a>(value: &'a str, field: &str) -> Result<&'a str> {
@@ -240,6 +246,7 @@ pub async fn stage(
         return Err(Error::not_found(format!("volume {id} does not exist")));
     }
     let backing = d.backend.attach(id).await?;
+    step("attach", t0);
     let device = match encryption {
         Some(enc) => open_encrypted(d, id, &backing, enc, secrets).await?,
         None => {
@@ -258,7 +265,9 @@ pub async fn stage(
     if let Access::Mount { fs, flags } = access {
         mount_staging(d, id, &device, staging, *fs, flags, encryption.is_some()).await?;
     }
+    let t = Instant::now();
     crate::metrics::staged_encrypted(count_open()?);
+    step("count_open", t);
     info!(elapsed_ms = ms(t0), device = %device.display(), "staged");
     Ok(())
 }
@@ -285,18 +294,24 @@ async fn open_encrypted(
 ) -> Result<PathBuf> {
     let name = id.dm_name();
     // A repeated stage, or a restart: the mapping is there, the key is in the keyring.
+    let t = Instant::now();
     {
         let name = name.clone();
         if let Some(dev) = blocking(move || encrypted::active_mapping(&name)).await? {
             return Ok(dev);
         }
     }
+    step("mapping_check", t);
+    let t = Instant::now();
     let config = enc.kms_config(secrets)?;
     let stored = d.store.get(id).await.map_err(Error::from)?;
+    step("record", t);
+    let t = Instant::now();
     let header = {
         let b = backing.to_path_buf();
         blocking(move || encrypted::read_header(&b)).await?
     };
+    step("header_read", t);
 
     let dek = match (stored, header) {
         (None, None) => {
@@ -382,7 +397,9 @@ async fn open_encrypted(
         },
         (Some(stored), Some(header)) => {
             let dek = encrypted::unwrap(&config, &stored.entry.record, id).await?;
+            let t = Instant::now();
             encrypted::verify_dek(&header, &dek)?;
+            step("digest", t);
             if stored.entry.state == VolumeState::Pending {
                 mark_formatted(d, id, stored.entry.clone(), &stored.revision).await?;
             }
@@ -399,7 +416,10 @@ async fn open_encrypted(
     };
     crash_point("before-activate");
     let b = backing.to_path_buf();
-    blocking(move || encrypted::activate(&name, &b, &dek)).await
+    let t = Instant::now();
+    let dev = blocking(move || encrypted::activate(&name, &b, &dek)).await?;
+    step("activate", t);
+    Ok(dev)
 }
 
 async fn format_device(backing: &Path, dek: &kms::Dek, record: &kms::WrappedKey) -> Result<()> {
@@ -410,6 +430,7 @@ async fn format_device(backing: &Path, dek: &kms::Dek, record: &kms::WrappedKey)
     let t = Instant::now();
     blocking(move || encrypted::format(&b, &dek, &rec)).await?;
     info!(elapsed_ms = ms(t), "formatted LUKS2");
+    step("luks2_format", t);
     Ok(())
 }
 
@@ -462,8 +483,10 @@ async fn mount_staging(
     }
     fs::create_dir_all(staging)
         .map_err(|e| Error::io(format!("creating {}", staging.display()), e))?;
+    let t = Instant::now();
     let dev = device.to_path_buf();
     let found = blocking(move || probe_fs(&dev)).await?;
+    step("fs_probe", t);
     match found {
         Some(f) if f == fs => {}
         Some(f) => {
@@ -489,6 +512,7 @@ async fn mount_staging(
             let (m, dev) = (Arc::clone(&d.mounter), device.to_path_buf());
             blocking(move || m.mkfs(&dev, fs)).await?;
             info!(fs = fs.as_str(), elapsed_ms = ms(t), "made filesystem");
+            step("mkfs", t);
         }
     }
     let (m, dev, st, fl) = (
@@ -497,7 +521,10 @@ async fn mount_staging(
         staging.to_path_buf(),
         flags.to_vec(),
     );
-    blocking(move || m.mount(&dev, &st, fs, &fl)).await
+    let t = Instant::now();
+    blocking(move || m.mount(&dev, &st, fs, &fl)).await?;
+    step("mount", t);
+    Ok(())
 }
 
 /// `major:minor` of a block device node, as mountinfo shows it.

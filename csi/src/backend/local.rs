@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::{Backend, BackendVolume};
+use crate::encrypted::blocking;
 use crate::error::{Error, Kind, Result};
 use crate::volume_id::VolumeId;
 
@@ -100,6 +101,17 @@ impl LocalBackend {
     }
 }
 
+/// Whether `path` can be opened with O_DIRECT (tmpfs before Linux 6.6 refuses it with EINVAL).
+fn direct_io(path: &Path) -> bool {
+    use rustix::fs::{Mode, OFlags};
+    rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECT | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .is_ok()
+}
+
 /// Runs a command, returns its stdout; a failure names the command and its stderr.
 pub(crate) fn run(cmd: &mut Command) -> Result<String> {
     let what = format!("{:?}", cmd.get_program());
@@ -120,9 +132,9 @@ pub(crate) fn run(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-#[async_trait]
-impl Backend for LocalBackend {
-    async fn create(
+/// The blocking work of the [`Backend`] methods (run on the blocking pool, see below).
+impl LocalBackend {
+    fn create_now(
         &self,
         id: &VolumeId,
         capacity: u64,
@@ -159,11 +171,7 @@ impl Backend for LocalBackend {
         })
     }
 
-    async fn get(&self, id: &VolumeId) -> Result<Option<BackendVolume>> {
-        self.read(id)
-    }
-
-    async fn delete(&self, id: &VolumeId) -> Result<()> {
+    fn delete_now(&self, id: &VolumeId) -> Result<()> {
         let _lock = self.lock()?;
         let attached = self.loops(id)?;
         if !attached.is_empty() {
@@ -185,7 +193,7 @@ impl Backend for LocalBackend {
         Ok(())
     }
 
-    async fn expand(&self, id: &VolumeId, capacity: u64) -> Result<u64> {
+    fn expand_now(&self, id: &VolumeId, capacity: u64) -> Result<u64> {
         let _lock = self.lock()?;
         let cur = self
             .read(id)?
@@ -200,6 +208,84 @@ impl Backend for LocalBackend {
             .and_then(|f| f.set_len(capacity))
             .map_err(|e| Error::io(format!("growing {}", image.display()), e))?;
         Ok(capacity)
+    }
+
+    fn attach_now(&self, id: &VolumeId) -> Result<PathBuf> {
+        let _lock = self.lock()?;
+        if let Some(dev) = self.loops(id)?.into_iter().next() {
+            return Ok(dev);
+        }
+        let image = self.image(id);
+        if !image.exists() {
+            return Err(Error::not_found(format!("volume {id} does not exist")));
+        }
+        // Direct I/O where the image's filesystem has O_DIRECT; tmpfs has not: buffered. An
+        // open(2) answers that; a `losetup --direct-io=on` that fails costs a whole process.
+        let dio = direct_io(&image)
+            .then(|| {
+                run(Command::new("losetup")
+                    .args(["--find", "--show", "--direct-io=on"])
+                    .arg(&image))
+                .ok()
+            })
+            .flatten();
+        let dev = match dio {
+            Some(out) => out,
+            None => run(Command::new("losetup")
+                .args(["--find", "--show"])
+                .arg(&image))?,
+        };
+        let dev = PathBuf::from(dev.trim());
+        tracing::debug!(volume = %id, device = %dev.display(), "attached");
+        Ok(dev)
+    }
+
+    fn device_now(&self, id: &VolumeId) -> Result<Option<PathBuf>> {
+        Ok(self.loops(id)?.into_iter().next())
+    }
+
+    fn detach_now(&self, id: &VolumeId) -> Result<()> {
+        let _lock = self.lock()?;
+        for dev in self.loops(id)? {
+            run(Command::new("losetup").arg("--detach").arg(&dev))?;
+        }
+        Ok(())
+    }
+
+    fn refresh_size_now(&self, id: &VolumeId) -> Result<()> {
+        for dev in self.loops(id)? {
+            run(Command::new("losetup").arg("--set-capacity").arg(&dev))?;
+        }
+        Ok(())
+    }
+}
+
+/// Every method that takes the backend's lock (an `flock` that waits) or runs `losetup` does
+/// so on the blocking pool: 50 concurrent stages must not park the runtime's worker threads.
+#[async_trait]
+impl Backend for LocalBackend {
+    async fn create(
+        &self,
+        id: &VolumeId,
+        capacity: u64,
+        parameters: &BTreeMap<String, String>,
+    ) -> Result<BackendVolume> {
+        let (b, id, p) = (self.clone(), id.clone(), parameters.clone());
+        blocking(move || b.create_now(&id, capacity, &p)).await
+    }
+
+    async fn get(&self, id: &VolumeId) -> Result<Option<BackendVolume>> {
+        self.read(id)
+    }
+
+    async fn delete(&self, id: &VolumeId) -> Result<()> {
+        let (b, id) = (self.clone(), id.clone());
+        blocking(move || b.delete_now(&id)).await
+    }
+
+    async fn expand(&self, id: &VolumeId, capacity: u64) -> Result<u64> {
+        let (b, id) = (self.clone(), id.clone());
+        blocking(move || b.expand_now(&id, capacity)).await
     }
 
     async fn list(&self) -> Result<Vec<BackendVolume>> {
@@ -230,46 +316,23 @@ impl Backend for LocalBackend {
     }
 
     async fn attach(&self, id: &VolumeId) -> Result<PathBuf> {
-        let _lock = self.lock()?;
-        if let Some(dev) = self.loops(id)?.into_iter().next() {
-            return Ok(dev);
-        }
-        let image = self.image(id);
-        if !image.exists() {
-            return Err(Error::not_found(format!("volume {id} does not exist")));
-        }
-        let dio = run(Command::new("losetup")
-            .args(["--find", "--show", "--direct-io=on"])
-            .arg(&image));
-        let dev = match dio {
-            Ok(out) => out,
-            // Filesystems without O_DIRECT (tmpfs): buffered.
-            Err(_) => run(Command::new("losetup")
-                .args(["--find", "--show"])
-                .arg(&image))?,
-        };
-        let dev = PathBuf::from(dev.trim());
-        tracing::debug!(volume = %id, device = %dev.display(), "attached");
-        Ok(dev)
+        let (b, id) = (self.clone(), id.clone());
+        blocking(move || b.attach_now(&id)).await
     }
 
     async fn device(&self, id: &VolumeId) -> Result<Option<PathBuf>> {
-        Ok(self.loops(id)?.into_iter().next())
+        let (b, id) = (self.clone(), id.clone());
+        blocking(move || b.device_now(&id)).await
     }
 
     async fn detach(&self, id: &VolumeId) -> Result<()> {
-        let _lock = self.lock()?;
-        for dev in self.loops(id)? {
-            run(Command::new("losetup").arg("--detach").arg(&dev))?;
-        }
-        Ok(())
+        let (b, id) = (self.clone(), id.clone());
+        blocking(move || b.detach_now(&id)).await
     }
 
     async fn refresh_size(&self, id: &VolumeId) -> Result<()> {
-        for dev in self.loops(id)? {
-            run(Command::new("losetup").arg("--set-capacity").arg(&dev))?;
-        }
-        Ok(())
+        let (b, id) = (self.clone(), id.clone());
+        blocking(move || b.refresh_size_now(&id)).await
     }
 }
 
@@ -302,5 +365,54 @@ mod tests {
         b.delete(&id).await.unwrap();
         assert!(b.get(&id).await.unwrap().is_none());
         assert!(b.expand(&id, 1).await.is_err());
+    }
+
+    /// The backend's lock is an `flock` that waits. A node call waits for it on the blocking
+    /// pool, never on a runtime worker: with every worker parked on the lock (two workers, 50
+    /// concurrent stages) no other call, KMS answer or gRPC frame would make progress.
+    #[test]
+    fn attach_waits_for_the_lock_off_the_runtime() {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = LocalBackend::open(tmp.path()).unwrap();
+        // Another open file description of the lock file: attach's flock waits for it.
+        let held = b.lock().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let b2 = b.clone();
+        let runtime = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let id = VolumeId::parse("pvc-1").unwrap();
+                let attach = tokio::spawn(async move { b2.attach(&id).await });
+                // The attach task runs first; it must yield while it waits for the lock.
+                tokio::task::yield_now().await;
+                tx.send(()).unwrap();
+                attach.await.unwrap()
+            })
+        });
+        // A generous bound that only a blocked runtime thread exceeds.
+        let progressed = rx.recv_timeout(std::time::Duration::from_secs(30)).is_ok();
+        drop(held);
+        let res = runtime.join().unwrap();
+        assert!(
+            progressed,
+            "attach held the runtime's only thread while it waited for the backend lock"
+        );
+        assert_eq!(res.unwrap_err().kind(), Kind::NotFound);
+    }
+
+    /// Attach asks open(2) whether the image's filesystem does direct I/O instead of trying
+    /// `losetup --direct-io=on` and paying a failed process where it does not (tmpfs before
+    /// Linux 6.6, as in the VM rig's 6.1 kernel).
+    #[test]
+    fn direct_io_probe() {
+        let f = tempfile::NamedTempFile::new_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let fs_type = rustix::fs::statfs(f.path()).unwrap().f_type;
+        // ext4, xfs, btrfs: O_DIRECT
+        if [0xEF53, 0x5846_5342, 0x9123_683E].contains(&fs_type) {
+            assert!(direct_io(f.path()));
+        }
+        assert!(!direct_io(Path::new("/nonexistent/image")));
     }
 }

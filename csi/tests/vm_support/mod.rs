@@ -59,6 +59,18 @@ macro_rules! require_privileged {
 
 pub const KEK: &str = "pvc-kek";
 
+/// The driver binary: `$ONMETAL_CSI_DRIVER` when set (the stage benchmark runs a release
+/// build), else the one cargo built for these tests.
+pub fn driver_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("ONMETAL_CSI_DRIVER") {
+        return PathBuf::from(p);
+    }
+    match option_env!("CARGO_BIN_EXE_onmetal-csi-driver") {
+        Some(p) => PathBuf::from(p),
+        None => panic!("set ONMETAL_CSI_DRIVER to the driver binary (outside cargo's tests)"),
+    }
+}
+
 /// The driver process and a client.
 pub struct Rig {
     pub dir: tempfile::TempDir,
@@ -67,11 +79,18 @@ pub struct Rig {
     pub ch: Option<Channel>,
     pub volumes: Vec<String>,
     pub env: Vec<(String, String)>,
+    pub args: Vec<String>,
     starts: u32,
 }
 
 impl Rig {
     pub fn new() -> Rig {
+        Rig::with(Vec::new(), Vec::new())
+    }
+
+    /// A rig whose driver gets the extra environment `env` and the extra `serve` arguments
+    /// `args` (e.g. `--metrics-address`, `--log-format json`) on every start.
+    pub fn with(env: Vec<(String, String)>, args: Vec<String>) -> Rig {
         let dir = tempfile::Builder::new()
             .prefix("csi-vm-")
             .tempdir_in("/tmp")
@@ -87,7 +106,8 @@ impl Rig {
             rt,
             ch: None,
             volumes: Vec::new(),
-            env: Vec::new(),
+            env,
+            args,
             starts: 0,
         };
         rig.start();
@@ -114,7 +134,7 @@ impl Rig {
     pub fn start(&mut self) {
         self.starts += 1;
         let log = self.path(&format!("driver-{}.log", self.starts));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_onmetal-csi-driver"));
+        let mut cmd = Command::new(driver_bin());
         cmd.arg("serve")
             .arg("--endpoint")
             .arg(format!("unix://{}", self.sock().display()))
@@ -123,6 +143,7 @@ impl Rig {
             .arg(format!("local:{}", self.backend_dir().display()))
             .arg("--key-store")
             .arg(format!("dir:{}", self.key_dir().display()))
+            .args(&self.args)
             .env("RUST_LOG", "info,csi=debug")
             .stdin(Stdio::null())
             .stdout(fs::File::create(&log).unwrap())
