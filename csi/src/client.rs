@@ -2,7 +2,7 @@
 //! quick start and the tests. Every verb prints what it did and its latency.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::{Args, Subcommand};
@@ -43,24 +43,6 @@ fn pairs(v: &[String]) -> Result<HashMap<String, String>> {
                 .ok_or_else(|| Error::invalid(format!("{kv:?}: expected KEY=VALUE")))
         })
         .collect()
-}
-
-/// Reads a Secret as Kubernetes mounts it: one file per key.
-pub fn read_secret_dir(dir: &Path) -> Result<HashMap<String, String>> {
-    let mut out = HashMap::new();
-    let rd =
-        std::fs::read_dir(dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
-    for ent in rd {
-        let ent = ent.map_err(|e| Error::io("reading the secret dir", e))?;
-        let name = ent.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') || !ent.path().is_file() {
-            continue;
-        }
-        let value = std::fs::read_to_string(ent.path())
-            .map_err(|e| Error::io(format!("reading {}", ent.path().display()), e))?;
-        out.insert(name, value);
-    }
-    Ok(out)
 }
 
 /// Parses sizes like `1073741824`, `1Gi`, `512Mi`.
@@ -349,7 +331,7 @@ pub async fn run(endpoint: &str, cmd: ClientCommand) -> Result<()> {
                 pairs(&context)?
             };
             let secrets = match &secret_dir {
-                Some(d) => read_secret_dir(d)?,
+                Some(d) => (*crate::volume_cmd::read_secret_dir(d)?).clone(),
                 None => HashMap::new(),
             };
             let t = Instant::now();
@@ -426,7 +408,7 @@ pub async fn run(endpoint: &str, cmd: ClientCommand) -> Result<()> {
             secret_dir,
         } => {
             let secrets = match &secret_dir {
-                Some(d) => read_secret_dir(d)?,
+                Some(d) => (*crate::volume_cmd::read_secret_dir(d)?).clone(),
                 None => HashMap::new(),
             };
             let r = NodeClient::new(ch)

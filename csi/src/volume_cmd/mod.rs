@@ -195,7 +195,7 @@ impl VolumeKms {
 
 /// Reads `token`, `ca.crt`, `tls.crt` and `tls.key` from `dir` (absent files are skipped); the
 /// values are wiped when the map is dropped.
-fn read_secret_dir(dir: &Path) -> Result<SecretMap> {
+pub fn read_secret_dir(dir: &Path) -> Result<SecretMap> {
     if !dir.is_dir() {
         return Err(Error::invalid(format!(
             "--secret-dir {} is not a directory",
@@ -224,8 +224,8 @@ fn read_secret_dir(dir: &Path) -> Result<SecretMap> {
     Ok(map)
 }
 
-/// Secret files' contents, wiped on drop.
-struct SecretMap(HashMap<String, String>);
+/// Secret files' contents, wiped on drop (no `Debug`: it holds tokens and private keys).
+pub struct SecretMap(HashMap<String, String>);
 
 impl std::ops::Deref for SecretMap {
     type Target = HashMap<String, String>;
