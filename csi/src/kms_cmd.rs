@@ -12,7 +12,6 @@
 //! the credentials go. For recovery only, `unwrap` and `rewrap` accept `--endpoint-from-record`
 //! instead of `--endpoint`, with a warning on stderr.
 
-use std::collections::HashMap;
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -142,42 +141,16 @@ pub(crate) fn run(cmd: KmsCommand) -> ExitCode {
     }
 }
 
-fn read_secret_dir(dir: &Path) -> Result<HashMap<String, String>, Failure> {
-    if !dir.is_dir() {
-        return Err(Failure::Kms(Error::new(
-            ErrorKind::InvalidConfig,
-            format!("--secret-dir {} is not a directory", dir.display()),
-        )));
-    }
-    let mut map = HashMap::new();
-    for key in [
-        kms::SECRET_TOKEN,
-        kms::SECRET_CA,
-        kms::SECRET_TLS_CERT,
-        kms::SECRET_TLS_KEY,
-    ] {
-        let path = dir.join(key);
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                let bytes = Zeroizing::new(bytes);
-                let text = std::str::from_utf8(&bytes).map_err(|_| {
-                    Failure::Kms(Error::new(
-                        ErrorKind::InvalidConfig,
-                        format!("{} is not UTF-8 text", path.display()),
-                    ))
-                })?;
-                map.insert(key.to_owned(), text.to_owned());
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(Failure::Local(format!(
-                    "cannot read {}: {e}",
-                    path.display()
-                )));
-            }
+/// The credential files of `--secret-dir` (the one reader shared with the `volume` verbs; the
+/// values are wiped when the map is dropped). A missing directory or non-text file is an invalid
+/// configuration; other read failures are local.
+fn read_secret_dir(dir: &Path) -> Result<csi::volume_cmd::SecretMap, Failure> {
+    csi::volume_cmd::read_secret_dir(dir).map_err(|e| match e.kind() {
+        csi::Kind::InvalidArgument => {
+            Failure::Kms(Error::new(ErrorKind::InvalidConfig, e.message().to_owned()))
         }
-    }
-    Ok(map)
+        _ => Failure::Local(e.display_chain()),
+    })
 }
 
 /// `--endpoint`; for commands without a record `--endpoint-from-record` is a usage error.
@@ -219,17 +192,15 @@ fn client_and_cert(
     endpoint: &str,
 ) -> Result<(Kms, Option<kms::CertInfo>, KmsConfig), Failure> {
     let kind: KmsType = t.kind.parse()?;
-    let mut secrets = read_secret_dir(&t.secret_dir)?;
+    let secrets = read_secret_dir(&t.secret_dir)?;
     let request = Duration::from_secs(t.timeout.max(1));
     let timeouts = Timeouts {
         connect: request.min(Duration::from_secs(5)),
         request,
     };
     let config = KmsConfig::new(kind, endpoint, &t.key_id, t.namespace.as_deref(), &secrets);
-    // The map held the token or private key: wipe it before anything else can fail.
-    for v in secrets.values_mut() {
-        zeroize::Zeroize::zeroize(v);
-    }
+    // The map held the token or private key: wiped here, before anything else can fail.
+    drop(secrets);
     let config = config?.with_timeouts(timeouts);
     Ok((
         Kms::new(&config)?,
