@@ -1,7 +1,7 @@
 //! Volume capabilities: what a request asks for (block or filesystem, access mode), checked once.
 
 use crate::error::{Error, Result};
-use crate::mount::FsType;
+use crate::host::fs::FsType;
 use crate::proto::volume_capability::access_mode::Mode;
 use crate::proto::volume_capability::{AccessType, MountVolume};
 use crate::proto::{VolumeCapability, volume_capability};

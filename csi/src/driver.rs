@@ -1,12 +1,17 @@
 //! The driver's parts, shared by the three gRPC services: the backend, the key store, the
-//! mounter and the per-volume locks.
+//! mounter, device-mapper, the KMS, the per-volume locks, and the stage's test seam
+//! ([`StageHooks`]). Each part is a trait object, so tests swap any of them (fakes live in the
+//! `testkit` crate, never in the binary).
 
 use std::sync::Arc;
 
 use crate::backend::Backend;
+use crate::crypt::keys::{KeyWrapper, KmsKeys};
+use crate::crypt::mapper::{DmMapper, Mapper};
+use crate::error::Result;
+use crate::host::mount::Mounter;
 use crate::keystore::KeyStore;
 use crate::locks::VolumeLocks;
-use crate::mount::Mounter;
 
 /// Which services this process serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -30,7 +35,83 @@ impl Mode {
     }
 }
 
-/// See the module documentation.
+/// The points of a first stage where a crash leaves a state the next stage must converge from
+/// (see [`crate::node::open`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StagePoint {
+    /// The wrapped-key record is stored (pending); the device is not formatted yet.
+    AfterRecord,
+    /// The device is formatted; the record still says pending.
+    AfterFormat,
+    /// The key is unwrapped and checked; the mapping is not active yet.
+    BeforeActivate,
+}
+
+impl StagePoint {
+    /// Every point, in stage order.
+    pub const ALL: [StagePoint; 3] = [
+        StagePoint::AfterRecord,
+        StagePoint::AfterFormat,
+        StagePoint::BeforeActivate,
+    ];
+
+    /// `after-record`, `after-format`, `before-activate`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StagePoint::AfterRecord => "after-record",
+            StagePoint::AfterFormat => "after-format",
+            StagePoint::BeforeActivate => "before-activate",
+        }
+    }
+}
+
+/// The stage's test seam: called at each [`StagePoint`]. Production uses [`NoHooks`]; host
+/// tests return an error (an injected failure: the stage rolls back) or panic (a crash: nothing
+/// is rolled back), and test builds of the binary can abort there ([`crash_points_from_env`]).
+pub trait StageHooks: Send + Sync + std::fmt::Debug {
+    /// The stage reached `point`.
+    fn at(&self, point: StagePoint) -> Result<()>;
+}
+
+/// No hooks: every point passes.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoHooks;
+
+impl StageHooks for NoHooks {
+    fn at(&self, _point: StagePoint) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Test builds only (feature `crash-points`, enabled by the test kit, never by a release
+/// build): `ONMETAL_CSI_CRASH_AT=<point>` aborts the process at that point, for the VM tests'
+/// crash convergence.
+#[cfg(feature = "crash-points")]
+#[derive(Debug, Clone)]
+pub struct EnvCrashPoints(String);
+
+#[cfg(feature = "crash-points")]
+impl StageHooks for EnvCrashPoints {
+    fn at(&self, point: StagePoint) -> Result<()> {
+        if self.0 == point.as_str() {
+            tracing::warn!(point = point.as_str(), "ONMETAL_CSI_CRASH_AT: aborting");
+            std::process::abort();
+        }
+        Ok(())
+    }
+}
+
+/// The hooks `serve` installs: with the `crash-points` feature, [`EnvCrashPoints`] when
+/// `ONMETAL_CSI_CRASH_AT` is set; otherwise (every release build) [`NoHooks`].
+pub fn crash_points_from_env() -> Arc<dyn StageHooks> {
+    #[cfg(feature = "crash-points")]
+    if let Ok(point) = std::env::var("ONMETAL_CSI_CRASH_AT") {
+        return Arc::new(EnvCrashPoints(point));
+    }
+    Arc::new(NoHooks)
+}
+
+/// The driver: its name, node, mode and parts.
 #[derive(Debug)]
 pub struct Driver {
     /// The CSI driver name (`csi.onmetal.de`).
@@ -44,13 +125,19 @@ pub struct Driver {
     /// Where wrapped keys live.
     pub store: Arc<dyn KeyStore>,
     /// Filesystems and mounts.
-    pub mounter: Arc<dyn crate::mount::Mounter>,
+    pub mounter: Arc<dyn Mounter>,
+    /// Device-mapper and the keyring.
+    pub mapper: Arc<dyn Mapper>,
+    /// Wrapping and unwrapping DEKs.
+    pub keys: Arc<dyn KeyWrapper>,
+    /// The stage's test seam.
+    pub hooks: Arc<dyn StageHooks>,
     /// One operation per volume.
     pub locks: VolumeLocks,
 }
 
 impl Driver {
-    /// A driver from its parts.
+    /// A driver from its parts, with the real device-mapper and KMS and no hooks.
     pub fn new(
         name: impl Into<String>,
         node_id: impl Into<String>,
@@ -66,7 +153,28 @@ impl Driver {
             backend,
             store,
             mounter,
+            mapper: Arc::new(DmMapper),
+            keys: Arc::new(KmsKeys),
+            hooks: Arc::new(NoHooks),
             locks: VolumeLocks::default(),
         }
+    }
+
+    /// Replaces device-mapper.
+    pub fn with_mapper(mut self, mapper: Arc<dyn Mapper>) -> Self {
+        self.mapper = mapper;
+        self
+    }
+
+    /// Replaces the KMS.
+    pub fn with_keys(mut self, keys: Arc<dyn KeyWrapper>) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    /// Replaces the stage hooks.
+    pub fn with_hooks(mut self, hooks: Arc<dyn StageHooks>) -> Self {
+        self.hooks = hooks;
+        self
     }
 }

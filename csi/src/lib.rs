@@ -1,22 +1,28 @@
 //! The CSI driver `onmetal-csi-driver` (`csi.onmetal.de`): gRPC services on top of `luks2`
 //! (LUKS2 headers), `dm` (dm-crypt activation) and `kms` (wrapping data keys).
 //!
-//! Where things live (the driver reads as the steps it takes):
-//! - [`identity`], [`controller`], [`node`]: the three gRPC services; handlers are thin and
-//!   call one function each ([`node::stage`] is NodeStage top-down).
-//! - [`encrypted`]: the encrypted volume's steps (record, KMS, LUKS2 header and token, dm).
-//! - [`recovery`]: rebuilding a destroyed LUKS2 header from the record (`volume
-//!   restore-header`, after checking that the data decrypts to a filesystem under the key).
+//! Where things live, by role (dependencies point down this list; `tests/module_graph.rs`
+//! fails on any import circle):
+//! - [`cli`]: the binary's subcommands (`serve`, `client`, `kms`, `volume`), their shared flags,
+//!   the one runtime builder and the one exit-status table.
+//! - [`rpc`]: the gRPC services ([`rpc::identity`], [`rpc::controller`], [`rpc::node`]: thin
+//!   handlers) and the server; [`rpc::call`] applies the one error → code mapping.
+//! - [`node`]: the node operations ([`node::stage`] is NodeStage top-down, [`node::open`] opens
+//!   an encrypted volume: decide, then do; publish, expand, stats).
+//! - [`controller`]: the controller operations (create, delete, sizes).
+//! - [`driver`]: the driver's parts, each behind a trait, and the stage's test seam.
+//! - [`crypt`]: the encrypted volume's steps (LUKS2 header, token, format), device-mapper
+//!   behind [`crypt::mapper::Mapper`], the KMS behind [`crypt::keys::KeyWrapper`], and
+//!   [`crypt::restore_header`] (rebuilding a destroyed header for `volume restore-header`).
 //! - [`backend`]: where volumes come from (trait; the `local` backend of sparse files and loop
 //!   devices; how a provider backend plugs in).
 //! - [`keystore`]: where wrapped-key records live (trait; the `dir` store; the `kube` store of
 //!   Secrets).
-//! - [`volume_cmd`]: the operator's `volume` subcommands (`list`, `rewrap`, `key`, `inspect`,
-//!   `restore-header`); [`recovery`]: the header rebuild behind `restore-header`.
-//! - [`mount`]: mkfs, mounts, resize, usage (trait; the system implementation).
-//! - [`params`]: StorageClass parameters and the volume context; [`capability`]: access modes.
+//! - [`params`]: StorageClass parameters and the volume context; [`capability`]: access modes;
+//!   [`locks`], [`metrics`], [`volume_id`].
+//! - [`host`]: the leaf under everything: commands and the blocking pool, filesystem types,
+//!   mounts, step timing.
 //! - [`error`]: the one error type and its one mapping to gRPC codes.
-//! - [`server`] (`serve`), [`client`] (`client`), [`metrics`], [`locks`], [`volume_id`].
 //! - [`proto`]: the CSI protocol, generated from `proto/csi.proto` (written from the spec).
 //!
 //! Never depends on: cryptsetup or libcryptsetup (none of them exist here), a system `protoc`.
@@ -25,21 +31,18 @@
 
 pub mod backend;
 pub mod capability;
-pub mod client;
+pub mod cli;
 pub mod controller;
+pub mod crypt;
 pub mod driver;
-pub mod encrypted;
 pub mod error;
-pub mod identity;
+pub mod host;
 pub mod keystore;
 pub mod locks;
 pub mod metrics;
-pub mod mount;
 pub mod node;
 pub mod params;
-pub mod recovery;
-pub mod server;
-pub mod volume_cmd;
+pub mod rpc;
 pub mod volume_id;
 
 /// The CSI protocol (package `csi.v1`), generated at build time from `proto/csi.proto`.

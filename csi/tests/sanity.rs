@@ -57,7 +57,10 @@ fn start() -> Driver {
     }
     let rt = tokio::runtime::Runtime::new().unwrap();
     let ch = rt
-        .block_on(csi::client::connect(&format!("unix://{}", sock.display())))
+        .block_on(csi::cli::client::connect(&format!(
+            "unix://{}",
+            sock.display()
+        )))
         .unwrap();
     Driver {
         child,
@@ -544,7 +547,10 @@ fn metrics_and_json_logs() {
     }
     let rt = tokio::runtime::Runtime::new().unwrap();
     let ch = rt
-        .block_on(csi::client::connect(&format!("unix://{}", sock.display())))
+        .block_on(csi::cli::client::connect(&format!(
+            "unix://{}",
+            sock.display()
+        )))
         .unwrap();
     let mut c = ControllerClient::new(ch);
     rt.block_on(c.create_volume(create_req("metrics-1", 1 << 20)))

@@ -1,7 +1,7 @@
 //! `onmetal-csi-driver volume key|inspect|restore-header` end to end on image files (no
 //! device-mapper needed), with a real OpenBao dev server and stock cryptsetup as the reference.
 //!
-//! The volumes are made as the driver makes them (`csi::encrypted::format` with a DEK wrapped by
+//! The volumes are made as the driver makes them (`csi::crypt::format` with a DEK wrapped by
 //! the KMS, the record in a `dir:` key store); the ext4 filesystem inside is made by `mkfs.ext4`
 //! on a plain file and encrypted into the data area as dm-crypt would write it (the cipher is
 //! checked against the kernel's in `luks2/tests/kat.rs`).
@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use bao::{Bao, require};
+use csi::crypt::restore_header;
+use csi::host::fs::FsType;
 use csi::keystore::{DirStore, KeyEntry, KeyStore, VolumeState};
-use csi::recovery::{self, FsKind};
 use csi::volume_id::VolumeId;
 use kms::{Dek, KmsConfig, KmsType, WrappedKey};
 use luks2::crypto::cipher::KeyslotCipher;
@@ -66,7 +67,7 @@ fn fixture(volume: &str) -> Option<Fixture> {
     let config = KmsConfig::new(KmsType::Transit, &bao.url, KEY, None, &bao.secrets()).unwrap();
     let rt = rt();
     let (dek, record) = rt
-        .block_on(csi::encrypted::new_key(&config, &volume))
+        .block_on(csi::crypt::keys::new_key(&config, &volume))
         .unwrap();
     let store_dir = tempfile::tempdir().unwrap();
     let store = DirStore::open(store_dir.path()).unwrap();
@@ -206,7 +207,7 @@ fn restore_header_rebuilds_a_zeroed_header_and_volume_key_opens_it() {
     let plain = ext4_image(fx.work.path());
     let dev = fx.path("device.img");
     device_with_data(&dev, &[]);
-    let header = csi::encrypted::format(&dev, &fx.dek, &fx.record).unwrap();
+    let header = csi::crypt::format(&dev, &fx.dek, &fx.record).unwrap();
     assert_eq!(
         header.metadata.segments.values().next().unwrap().offset,
         DATA_OFFSET
@@ -404,13 +405,13 @@ fn real_ext4_and_xfs_superblocks_are_recognised() {
     let dek = Dek::generate(64).unwrap();
     for (kind, size, mkfs) in [
         (
-            FsKind::Ext4,
+            FsType::Ext4,
             64 * MIB,
             &["mkfs.ext4", "-q", "-F", "-b", "4096"][..],
         ),
-        (FsKind::Xfs, 320 * MIB, &["mkfs.xfs", "-q", "-f"][..]),
+        (FsType::Xfs, 320 * MIB, &["mkfs.xfs", "-q", "-f"][..]),
     ] {
-        let img = work.path().join(kind.name());
+        let img = work.path().join(kind.as_str());
         fs::File::create(&img).unwrap().set_len(size).unwrap();
         let st = Command::new(mkfs[0])
             .args(&mkfs[1..])
@@ -418,24 +419,24 @@ fn real_ext4_and_xfs_superblocks_are_recognised() {
             .status()
             .unwrap();
         assert!(st.success(), "{mkfs:?}");
-        let head = &fs::read(&img).unwrap()[..recovery::PROBE_LEN as usize];
-        let dev = work.path().join(format!("{}.dev", kind.name()));
+        let head = &fs::read(&img).unwrap()[..restore_header::PROBE_LEN as usize];
+        let dev = work.path().join(format!("{}.dev", kind.as_str()));
         device_with_data(&dev, &encrypt(dek.expose(), head));
-        let found = recovery::decrypted_filesystem(&dev, &dek, DATA_OFFSET, 4096, 0, size)
+        let found = restore_header::decrypted_filesystem(&dev, &dek, DATA_OFFSET, 4096, 0, size)
             .unwrap()
-            .unwrap_or_else(|| panic!("{} not recognised", kind.name()));
+            .unwrap_or_else(|| panic!("{} not recognised", kind.as_str()));
         assert_eq!(found.kind, kind);
         assert_eq!(found.blocks * u64::from(found.block_size), size);
         // Another key finds nothing.
         let wrong = Dek::generate(64).unwrap();
         assert!(
-            recovery::decrypted_filesystem(&dev, &wrong, DATA_OFFSET, 4096, 0, size)
+            restore_header::decrypted_filesystem(&dev, &wrong, DATA_OFFSET, 4096, 0, size)
                 .unwrap()
                 .is_none()
         );
         // Larger than the data area: refused.
         assert!(
-            recovery::decrypted_filesystem(&dev, &dek, DATA_OFFSET, 4096, 0, size - 4096)
+            restore_header::decrypted_filesystem(&dev, &dek, DATA_OFFSET, 4096, 0, size - 4096)
                 .unwrap()
                 .is_none()
         );

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
+use csi::cli::volume::rewrap::{Kek, KeyService, Plan, Selection, Totals, execute};
 use csi::keystore::{DirStore, KeyEntry, KeyStore, VolumeState};
-use csi::volume_cmd::rewrap::{Kek, KeyService, Plan, Selection, Totals, execute};
 use csi::volume_id::VolumeId;
 use kms::{Dek, Kms, KmsConfig, KmsType, WrappedKey};
 use peers::bao::{Bao, ROOT};

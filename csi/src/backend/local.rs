@@ -15,12 +15,12 @@ use std::process::Command;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::{Backend, BackendVolume};
-use crate::encrypted::blocking;
+use super::{Attachment, Backend, BackendVolume};
 use crate::error::{Error, Kind, Result};
+use crate::host::exec::{blocking, run};
 use crate::volume_id::VolumeId;
 
-/// See the module documentation.
+/// Sparse image files in one directory, attached as loop devices.
 #[derive(Debug, Clone)]
 pub struct LocalBackend {
     dir: PathBuf,
@@ -112,26 +112,6 @@ fn direct_io(path: &Path) -> bool {
     .is_ok()
 }
 
-/// Runs a command, returns its stdout; a failure names the command and its stderr.
-pub(crate) fn run(cmd: &mut Command) -> Result<String> {
-    let what = format!("{:?}", cmd.get_program());
-    let out = cmd
-        .output()
-        .map_err(|e| Error::io(format!("running {what}"), e))?;
-    if !out.status.success() {
-        return Err(Error::internal(format!(
-            "{what} {} failed ({}): {}",
-            cmd.get_args()
-                .map(|a| a.to_string_lossy().into_owned())
-                .collect::<Vec<_>>()
-                .join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// The blocking work of the [`Backend`] methods (run on the blocking pool, see below).
 impl LocalBackend {
     fn create_now(
@@ -210,10 +190,13 @@ impl LocalBackend {
         Ok(capacity)
     }
 
-    fn attach_now(&self, id: &VolumeId) -> Result<PathBuf> {
+    fn attach_now(&self, id: &VolumeId) -> Result<Attachment> {
         let _lock = self.lock()?;
-        if let Some(dev) = self.loops(id)?.into_iter().next() {
-            return Ok(dev);
+        if let Some(device) = self.loops(id)?.into_iter().next() {
+            return Ok(Attachment {
+                device,
+                fresh: false,
+            });
         }
         let image = self.image(id);
         if !image.exists() {
@@ -237,7 +220,10 @@ impl LocalBackend {
         };
         let dev = PathBuf::from(dev.trim());
         tracing::debug!(volume = %id, device = %dev.display(), "attached");
-        Ok(dev)
+        Ok(Attachment {
+            device: dev,
+            fresh: true,
+        })
     }
 
     fn device_now(&self, id: &VolumeId) -> Result<Option<PathBuf>> {
@@ -315,7 +301,7 @@ impl Backend for LocalBackend {
         Ok(st.f_bavail.saturating_mul(st.f_frsize))
     }
 
-    async fn attach(&self, id: &VolumeId) -> Result<PathBuf> {
+    async fn attach(&self, id: &VolumeId) -> Result<Attachment> {
         let (b, id) = (self.clone(), id.clone());
         blocking(move || b.attach_now(&id)).await
     }

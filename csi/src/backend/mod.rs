@@ -47,7 +47,17 @@ pub struct BackendVolume {
     pub parameters: BTreeMap<String, String>,
 }
 
-/// See the module documentation.
+/// The attached block device of a volume.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attachment {
+    /// The block device on this node.
+    pub device: PathBuf,
+    /// Whether this call attached it (false: it was attached already). A failed stage detaches
+    /// only what it attached itself.
+    pub fresh: bool,
+}
+
+/// What the driver needs from a storage provider (see the module documentation).
 #[async_trait]
 pub trait Backend: Send + Sync + fmt::Debug {
     /// Creates a volume of `capacity` bytes, or returns the existing one of that ID unchanged
@@ -69,9 +79,9 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Bytes available for new volumes.
     async fn available(&self) -> Result<u64>;
 
-    /// Node side: makes the volume's block device appear on this node and returns its path
-    /// (idempotent: an attached volume returns the same device).
-    async fn attach(&self, id: &VolumeId) -> Result<PathBuf>;
+    /// Node side: makes the volume's block device appear on this node and returns it
+    /// (idempotent: an attached volume returns the same device, with `fresh` false).
+    async fn attach(&self, id: &VolumeId) -> Result<Attachment>;
     /// Node side: the block device of an attached volume, if attached.
     async fn device(&self, id: &VolumeId) -> Result<Option<PathBuf>>;
     /// Node side: detaches (idempotent).

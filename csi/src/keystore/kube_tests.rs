@@ -366,7 +366,7 @@ async fn volume_list_reads_the_kube_store() {
             .unwrap();
     }
     let mut out = Vec::new();
-    crate::volume_cmd::list::print(&s, &mut out).await.unwrap();
+    crate::cli::volume::list::print(&s, &mut out).await.unwrap();
     let text = String::from_utf8(out).unwrap();
     assert_eq!(
         text.lines().filter(|l| l.starts_with("pvc-op-")).count(),

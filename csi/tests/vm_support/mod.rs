@@ -169,7 +169,11 @@ impl Rig {
             std::thread::sleep(Duration::from_millis(20));
         }
         let endpoint = format!("unix://{}", sock.display());
-        self.ch = Some(self.rt.block_on(csi::client::connect(&endpoint)).unwrap());
+        self.ch = Some(
+            self.rt
+                .block_on(csi::cli::client::connect(&endpoint))
+                .unwrap(),
+        );
     }
 
     /// SIGKILL, as a crash or an OOM kill would.

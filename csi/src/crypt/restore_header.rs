@@ -1,7 +1,7 @@
 //! Rebuilding the LUKS2 header of an encrypted volume whose two header copies are both
 //! destroyed (`onmetal-csi-driver volume restore-header`; an operator command, never automatic).
 //!
-//! The driver's volumes use the DEK itself as the LUKS2 volume key ([`crate::encrypted`]), so
+//! The driver's volumes use the DEK itself as the LUKS2 volume key ([`crate::crypt`]), so
 //! the wrapped-key record alone recovers the data: a fresh header made with the driver's own
 //! format options (same data offset, cipher and sector size) and that DEK opens the data area
 //! as it was. Before anything is written, the first sectors behind the data offset are
@@ -23,37 +23,19 @@ use luks2::metadata::{SegmentId, SegmentKind};
 use luks2::signature::{Signature, detect_signature};
 use zeroize::Zeroizing;
 
-use crate::encrypted;
+use crate::crypt;
 use crate::error::{Error, Kind, Result};
+use crate::host::fs::FsType;
 
 /// How much of the data area is decrypted to look for a filesystem (the ext superblock sits at
 /// 1 KiB, XFS's at 0).
 pub const PROBE_LEN: u64 = 64 * 1024;
 
-/// The filesystems a restore accepts as proof that the key and the device belong together.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FsKind {
-    /// ext2/3/4.
-    Ext4,
-    /// XFS.
-    Xfs,
-}
-
-impl FsKind {
-    /// `ext4` or `xfs`.
-    pub fn name(self) -> &'static str {
-        match self {
-            FsKind::Ext4 => "ext4",
-            FsKind::Xfs => "xfs",
-        }
-    }
-}
-
 /// A filesystem superblock found in the decrypted data area.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Filesystem {
     /// Which filesystem.
-    pub kind: FsKind,
+    pub kind: FsType,
     /// Its block size in bytes.
     pub block_size: u32,
     /// Its size in blocks.
@@ -67,7 +49,7 @@ impl std::fmt::Display for Filesystem {
         write!(
             f,
             "{} (UUID {}, {} blocks of {} bytes)",
-            self.kind.name(),
+            self.kind.as_str(),
             self.uuid,
             self.blocks,
             self.block_size
@@ -113,7 +95,7 @@ pub fn driver_layout(device: &Path) -> Result<(Layout, u64)> {
     let size = f
         .size()
         .map_err(|e| Error::io(format!("reading the size of {}", device.display()), e))?;
-    let layout = luks2::format::layout(&encrypted::format_options(), size)?;
+    let layout = luks2::format::layout(&crypt::format_options(), size)?;
     if size < layout.data_offset.saturating_add(PROBE_LEN) {
         return Err(Error::precondition(format!(
             "{} is {size} bytes: too small to hold a volume of this driver (data offset {} \
@@ -230,7 +212,7 @@ fn ext_superblock(plain: &[u8], data_size: u64) -> Option<Filesystem> {
         && rev_level <= 1
         && first_data_block == u32::from(block_size == 1024);
     plausible.then(|| Filesystem {
-        kind: FsKind::Ext4,
+        kind: FsType::Ext4,
         block_size,
         blocks,
         uuid: uuid_text(sb.get(104..120).unwrap_or_default()),
@@ -261,7 +243,7 @@ fn xfs_superblock(plain: &[u8], data_size: u64) -> Option<Filesystem> {
         && dblocks > 0
         && fits;
     plausible.then(|| Filesystem {
-        kind: FsKind::Xfs,
+        kind: FsType::Xfs,
         block_size,
         blocks: dblocks,
         uuid: uuid_text(plain.get(32..48).unwrap_or_default()),
@@ -294,11 +276,11 @@ pub fn restore_header(device: &Path, dek: &Dek, record: &WrappedKey) -> Result<R
         )));
     };
 
-    let header = encrypted::format(device, dek, record)?;
+    let header = crypt::format(device, dek, record)?;
 
     // Read back what is on the device now and check it opens the same filesystem.
     let written = luks2::header::read(&open(device)?)?;
-    encrypted::verify_dek(&written, dek)?;
+    crypt::verify_dek(&written, dek)?;
     let seg = written
         .metadata
         .segments
@@ -359,7 +341,7 @@ mod tests {
         let fs = ext_superblock(&good, 1 << 30).unwrap();
         assert_eq!(
             (fs.kind, fs.block_size, fs.blocks),
-            (FsKind::Ext4, 4096, 1000)
+            (FsType::Ext4, 4096, 1000)
         );
         assert_eq!(fs.uuid, "11111111-1111-1111-1111-111111111111");
         // Bigger than the data area: not ours.
@@ -391,7 +373,7 @@ mod tests {
         let fs = xfs_superblock(&b, 1 << 30).unwrap();
         assert_eq!(
             (fs.kind, fs.block_size, fs.blocks),
-            (FsKind::Xfs, 4096, 77_000)
+            (FsType::Xfs, 4096, 77_000)
         );
         let mut bad = b.clone();
         bad[120] = 11;

@@ -5,28 +5,28 @@
 //! wrapped-key record; `unwrap` reads the record on stdin and writes the DEK bytes to stdout
 //! (never to a terminal); `check` prints the round-trip latency; `rewrap` (Transit) reads a
 //! record and prints it re-wrapped under the latest key version. Errors: one line on stderr and
-//! an exit status by class (see [`exit_code`]).
+//! an exit status by class (see [`super::kms_exit_code`]).
 //!
-//! A record must name the `--type`, `--endpoint`, `--key-id` and `--namespace` given here (else
-//! exit 65, integrity): the record lives in an unauthenticated Secret and never decides where
-//! the credentials go. For recovery only, `unwrap` and `rewrap` accept `--endpoint-from-record`
+//! A record must name the `--type`, `--endpoint`, `--key-id` and `--kms-namespace` (alias
+//! `--namespace`) given here (else exit 65, integrity): the record lives in an unauthenticated
+//! Secret and never decides where the credentials go. For recovery only, `unwrap` and `rewrap` accept `--endpoint-from-record`
 //! instead of `--endpoint`, with a warning on stderr.
 
 use std::io::{IsTerminal, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use kms::{Dek, Error, ErrorKind, Kms, KmsConfig, KmsType, Timeouts, VolumeId, WrappedKey};
+use kms::{Dek, Error, ErrorKind, Kms, KmsConfig, KmsType, VolumeId, WrappedKey};
 use zeroize::Zeroizing;
 
-/// Where the KMS is and how to authenticate.
-#[derive(Args)]
-pub(crate) struct Target {
-    /// KMS interface: transit or kmip.
-    #[arg(long = "type", value_name = "transit|kmip")]
-    kind: String,
+use super::args::{self, KmsKey, SecretMap};
+use super::{EXIT_LOCAL, Runtime, kms_exit_code, runtime};
+
+/// Where the KMS is and how to authenticate: the shared [`KmsKey`] flags, and `--endpoint`
+/// or (recovery) `--endpoint-from-record`.
+#[derive(Debug, Args)]
+pub struct Target {
     /// Endpoint: http(s)://host:port (transit) or host:port (kmip).
     #[arg(
         long,
@@ -40,25 +40,23 @@ pub(crate) struct Target {
     /// the credentials are sent. Prints a warning.
     #[arg(long)]
     endpoint_from_record: bool,
-    /// Transit key name or KMIP Unique Identifier of the key encryption key.
-    #[arg(long, value_name = "K")]
-    key_id: String,
-    /// Directory with files named like the Secret's keys: token, ca.crt, tls.crt, tls.key.
-    #[arg(long, value_name = "D")]
-    secret_dir: PathBuf,
-    /// OpenBao/Vault namespace (transit only).
-    #[arg(long)]
-    namespace: Option<String>,
-    /// Request timeout in seconds (connect timeout is the smaller of 5 and this).
-    #[arg(long, value_name = "SECONDS", default_value_t = 15)]
-    timeout: u64,
+    #[command(flatten)]
+    key: KmsKey,
+}
+
+impl Target {
+    /// The shared KMS flags.
+    pub fn key(&self) -> &KmsKey {
+        &self.key
+    }
 }
 
 /// The `kms` subcommands.
-#[derive(Subcommand)]
-pub(crate) enum KmsCommand {
+#[derive(Debug, Subcommand)]
+pub enum KmsCommand {
     /// Read DEK bytes on stdin, print the wrapped-key record (JSON) on stdout.
     Wrap {
+        /// The KMS.
         #[command(flatten)]
         target: Target,
         /// The volume the key belongs to.
@@ -67,6 +65,7 @@ pub(crate) enum KmsCommand {
     },
     /// Read a wrapped-key record on stdin, write the DEK bytes on stdout (not to a terminal).
     Unwrap {
+        /// The KMS.
         #[command(flatten)]
         target: Target,
         /// The volume the key must belong to.
@@ -75,26 +74,16 @@ pub(crate) enum KmsCommand {
     },
     /// Wrap and unwrap a random key; print the round-trip latency.
     Check {
+        /// The KMS.
         #[command(flatten)]
         target: Target,
     },
     /// Transit only: read a record on stdin, print it re-wrapped under the latest key version.
     Rewrap {
+        /// The KMS.
         #[command(flatten)]
         target: Target,
     },
-}
-
-/// Exit status by error class (sysexits values): unavailable 69, denied 77, not found 66,
-/// integrity 65, invalid configuration 78; local I/O and usage problems 64; clap usage 2.
-pub(crate) fn exit_code(kind: ErrorKind) -> u8 {
-    match kind {
-        ErrorKind::Unavailable => 69,
-        ErrorKind::Denied => 77,
-        ErrorKind::NotFound => 66,
-        ErrorKind::Integrity => 65,
-        _ => 78,
-    }
 }
 
 enum Failure {
@@ -108,20 +97,18 @@ impl From<Error> for Failure {
     }
 }
 
-pub(crate) fn run(cmd: KmsCommand) -> ExitCode {
+/// Runs a `kms` subcommand on its own runtime; the exit status of the process.
+pub fn run(cmd: KmsCommand) -> ExitCode {
     let name = match &cmd {
         KmsCommand::Wrap { .. } => "wrap",
         KmsCommand::Unwrap { .. } => "unwrap",
         KmsCommand::Check { .. } => "check",
         KmsCommand::Rewrap { .. } => "rewrap",
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime(Runtime::Command) {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("onmetal-csi-driver kms {name}: cannot start the async runtime: {e}");
+            eprintln!("onmetal-csi-driver kms {name}: {e}");
             return ExitCode::from(1);
         }
     };
@@ -129,14 +116,14 @@ pub(crate) fn run(cmd: KmsCommand) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Kms(e)) => {
             eprintln!("onmetal-csi-driver kms {name}: {}", e.display_chain());
-            ExitCode::from(exit_code(e.kind()))
+            ExitCode::from(kms_exit_code(e.kind()))
         }
         Err(Failure::Local(msg)) => {
             eprintln!(
                 "onmetal-csi-driver kms {name}: {}",
                 msg.replace(['\n', '\r'], " ")
             );
-            ExitCode::from(64)
+            ExitCode::from(EXIT_LOCAL)
         }
     }
 }
@@ -144,9 +131,9 @@ pub(crate) fn run(cmd: KmsCommand) -> ExitCode {
 /// The credential files of `--secret-dir` (the one reader shared with the `volume` verbs; the
 /// values are wiped when the map is dropped). A missing directory or non-text file is an invalid
 /// configuration; other read failures are local.
-fn read_secret_dir(dir: &Path) -> Result<csi::volume_cmd::SecretMap, Failure> {
-    csi::volume_cmd::read_secret_dir(dir).map_err(|e| match e.kind() {
-        csi::Kind::InvalidArgument => {
+fn read_secret_dir(dir: &Path) -> Result<SecretMap, Failure> {
+    args::read_secret_dir(dir).map_err(|e| match e.kind() {
+        crate::Kind::InvalidArgument => {
             Failure::Kms(Error::new(ErrorKind::InvalidConfig, e.message().to_owned()))
         }
         _ => Failure::Local(e.display_chain()),
@@ -179,7 +166,7 @@ fn client(t: &Target, endpoint: &str) -> Result<Kms, Failure> {
             "WARNING: --endpoint-from-record: the credentials in {} are sent to {}, the endpoint \
              named by the wrapped-key record. The record is an unauthenticated Secret: use this \
              only for recovery, with a record you trust.",
-            t.secret_dir.display(),
+            t.key.secret_dir.display(),
             config.endpoint()
         );
     }
@@ -191,17 +178,12 @@ fn client_and_cert(
     t: &Target,
     endpoint: &str,
 ) -> Result<(Kms, Option<kms::CertInfo>, KmsConfig), Failure> {
-    let kind: KmsType = t.kind.parse()?;
-    let secrets = read_secret_dir(&t.secret_dir)?;
-    let request = Duration::from_secs(t.timeout.max(1));
-    let timeouts = Timeouts {
-        connect: request.min(Duration::from_secs(5)),
-        request,
-    };
-    let config = KmsConfig::new(kind, endpoint, &t.key_id, t.namespace.as_deref(), &secrets);
+    let kind: KmsType = t.key.kind.parse()?;
+    let secrets = read_secret_dir(&t.key.secret_dir)?;
+    let config = t.key.config_with(kind, endpoint, &t.key.key_id, &secrets);
     // The map held the token or private key: wiped here, before anything else can fail.
     drop(secrets);
-    let config = config?.with_timeouts(timeouts);
+    let config = config?;
     Ok((
         Kms::new(&config)?,
         config.client_certificate().cloned(),

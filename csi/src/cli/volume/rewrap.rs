@@ -24,7 +24,7 @@ use async_trait::async_trait;
 use clap::Args;
 use kms::{Dek, Kms, KmsConfig, WrappedKey};
 
-use super::{KmsArgs, StoreArgs};
+use crate::cli::args::{KmsArgs, StoreArgs};
 use crate::error::{Error, Result};
 use crate::keystore::{KeyEntry, KeyStore, StoreError, Stored};
 use crate::volume_id::VolumeId;
@@ -132,14 +132,14 @@ enum Outcome {
 
 /// `volume rewrap`: builds the clients from the arguments and runs [`execute`].
 pub async fn run(args: &RewrapArgs, out: &mut dyn Write) -> Result<Totals> {
-    let (source_config, source_kms) = args.kms.client(&args.kms.key_id)?;
+    let (source_config, source_kms) = args.kms.client(&args.kms.key.key_id)?;
     if source_config.kind() == kms::KmsType::Kmip && args.to_key_id.is_none() {
         return Err(Error::invalid(
             "KMIP keys have no versions: name the new key encryption key with --to-key-id",
         ));
     }
     let target = match &args.to_key_id {
-        Some(k) if k.trim() == args.kms.key_id.trim() => {
+        Some(k) if k.trim() == args.kms.key.key_id.trim() => {
             return Err(Error::invalid(
                 "--to-key-id names the key the records are under already",
             ));

@@ -9,11 +9,11 @@ use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tracing::{info, warn};
 
-use crate::controller::ControllerService;
+use super::controller::ControllerService;
+use super::identity::IdentityService;
+use super::node::NodeService;
 use crate::driver::Driver;
 use crate::error::{Error, Result};
-use crate::identity::IdentityService;
-use crate::node::NodeService;
 use crate::proto::controller_server::ControllerServer;
 use crate::proto::identity_server::IdentityServer;
 use crate::proto::node_server::NodeServer;

@@ -17,7 +17,7 @@ use crate::proto::controller_client::ControllerClient;
 use crate::proto::identity_client::IdentityClient;
 use crate::proto::node_client::NodeClient;
 use crate::proto::volume_capability::access_mode::Mode;
-use crate::server::socket_path;
+use crate::rpc::server::socket_path;
 
 /// Connects to the driver's Unix socket.
 pub async fn connect(endpoint: &str) -> Result<Channel> {
@@ -331,7 +331,7 @@ pub async fn run(endpoint: &str, cmd: ClientCommand) -> Result<()> {
                 pairs(&context)?
             };
             let secrets = match &secret_dir {
-                Some(d) => (*crate::volume_cmd::read_secret_dir(d)?).clone(),
+                Some(d) => (*crate::cli::args::read_secret_dir(d)?).clone(),
                 None => HashMap::new(),
             };
             let t = Instant::now();
@@ -408,7 +408,7 @@ pub async fn run(endpoint: &str, cmd: ClientCommand) -> Result<()> {
             secret_dir,
         } => {
             let secrets = match &secret_dir {
-                Some(d) => (*crate::volume_cmd::read_secret_dir(d)?).clone(),
+                Some(d) => (*crate::cli::args::read_secret_dir(d)?).clone(),
                 None => HashMap::new(),
             };
             let r = NodeClient::new(ch)

@@ -7,11 +7,20 @@
 //! path itself runs no keyslot KDF at all: it checks the unwrapped DEK against the header's
 //! digest and hands it to dm-crypt through the kernel keyring. A LUKS2 token keeps a copy of the
 //! wrapped-key record, from which a lost record is restored.
+//!
+//! - [`mapper`]: device-mapper and the keyring behind the [`mapper::Mapper`] trait.
+//! - [`keys`]: new DEKs, wrap and unwrap through the KMS, behind the [`keys::KeyWrapper`] trait.
+//! - [`restore_header`]: rebuilding a destroyed header from the record (`volume
+//!   restore-header`).
+
+pub mod keys;
+pub mod mapper;
+pub mod restore_header;
 
 use std::fs::{File, OpenOptions};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use kms::{Dek, Kms, KmsConfig, WrappedKey};
+use kms::{Dek, WrappedKey};
 use luks2::crypto::{HashAlgorithm, KdfKind, KdfLimits, PbkdfOptions};
 use luks2::format::FormatOptions;
 use luks2::header::Header;
@@ -19,7 +28,6 @@ use luks2::metadata::{DigestKind, SegmentId};
 use luks2::{VolumeKey, token};
 
 use crate::error::{Error, Kind, Result};
-use crate::volume_id::VolumeId;
 
 /// The LUKS2 token type holding the wrapped-key record.
 pub const TOKEN_TYPE: &str = "onmetal-csi-wrapped-key";
@@ -29,15 +37,6 @@ pub const DEK_LEN: usize = 64;
 pub const PBKDF2_ITERATIONS: u32 = 1000;
 /// The LUKS2 encryption sector size of our volumes.
 pub const SECTOR_SIZE: u32 = 4096;
-
-/// Runs blocking work (device I/O, KDF, ioctls) off the async runtime.
-pub async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::internal(format!("worker thread failed: {e}")))?
-}
 
 /// Reads the LUKS2 header of `device`: `None` when there is none (no LUKS magic in either
 /// copy); a damaged header is an error (never "no header").
@@ -199,83 +198,4 @@ pub fn refresh_token(device: &Path, header: &mut Header, record: &WrappedKey) ->
     f.sync_all()
         .map_err(|e| Error::io(format!("syncing {}", device.display()), e))?;
     Ok(())
-}
-
-/// Activates the volume as `/dev/mapper/<name>` with `dek` in the kernel keyring: the header is
-/// read (and the DEK checked against its digest) from the very handle the mapping is built on, and
-/// only what the driver's [`dm::ActivationPolicy::driver`] allows is activated.
-pub fn activate(name: &dm::DmName, device: &Path, dek: &Dek) -> Result<PathBuf> {
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(device)
-        .map_err(|e| Error::io(format!("opening {}", device.display()), e))?;
-    let t = std::time::Instant::now();
-    let header = luks2::header::read(&f)?;
-    verify_dek(&header, dek)?;
-    crate::node::step("activate_check", t);
-    let t = std::time::Instant::now();
-    let volume = dm::CryptVolume::from_luks2(&header, &dm::ActivationPolicy::driver())
-        .map_err(|e| Error::precondition(format!("not a volume of this driver: {e}")))?;
-    let mapper = dm::DeviceMapper::new()?;
-    mapper.activate(
-        name,
-        &f,
-        &volume,
-        dek.expose(),
-        &dm::ActivateOptions::default(),
-    )?;
-    crate::node::step("dm_activate", t);
-    Ok(dm::mapper_path(name))
-}
-
-/// The device of an active mapping `name` if there is one: `Some(/dev/mapper/<name>)`.
-pub fn active_mapping(name: &dm::DmName) -> Result<Option<PathBuf>> {
-    let mapper = dm::DeviceMapper::new()?;
-    Ok(mapper.status(name)?.map(|_| dm::mapper_path(name)))
-}
-
-/// Removes mapping `name` and its key (not active: success).
-pub fn deactivate(name: &dm::DmName) -> Result<()> {
-    let mapper = dm::DeviceMapper::new()?;
-    if mapper.status(name)?.is_some() {
-        mapper.deactivate(name)?;
-    }
-    Ok(())
-}
-
-/// Grows mapping `name` to its device's size (the key is still in the keyring: no KMS).
-pub fn resize(name: &dm::DmName) -> Result<u64> {
-    let mapper = dm::DeviceMapper::new()?;
-    Ok(mapper.resize(name)?.bytes().0)
-}
-
-/// A KMS client for the volume, with the record checked against the volume's configuration
-/// before any request: no credential ever goes to an endpoint taken from a record.
-pub fn client_for(config: &KmsConfig, record: Option<&WrappedKey>) -> Result<Kms> {
-    if let Some(r) = record {
-        config.check_record(r)?;
-    }
-    Ok(Kms::new(config)?)
-}
-
-/// Unwraps `record` for `volume` (checked against `config` first).
-pub async fn unwrap(config: &KmsConfig, record: &WrappedKey, volume: &VolumeId) -> Result<Dek> {
-    let kms = client_for(config, Some(record))?;
-    let start = std::time::Instant::now();
-    let res = kms.unwrap(record, &volume.kms()).await;
-    crate::metrics::kms_request("unwrap", start.elapsed(), res.as_ref().err());
-    crate::node::step("kms_unwrap", start);
-    Ok(res?)
-}
-
-/// Generates a DEK and wraps it for `volume`.
-pub async fn new_key(config: &KmsConfig, volume: &VolumeId) -> Result<(Dek, WrappedKey)> {
-    let dek = Dek::generate(DEK_LEN)?;
-    let kms = client_for(config, None)?;
-    let start = std::time::Instant::now();
-    let res = kms.wrap(&dek, &volume.kms()).await;
-    crate::metrics::kms_request("wrap", start.elapsed(), res.as_ref().err());
-    crate::node::step("kms_wrap", start);
-    Ok((dek, res?))
 }

@@ -61,7 +61,7 @@ impl Identity for IdentityService {
         &self,
         _req: Request<proto::ProbeRequest>,
     ) -> Result<Response<proto::ProbeResponse>, Status> {
-        let ready = !self.driver.mode.node() || dm::DeviceMapper::new().is_ok();
+        let ready = !self.driver.mode.node() || self.driver.mapper.ready();
         Ok(Response::new(proto::ProbeResponse { ready: Some(ready) }))
     }
 }

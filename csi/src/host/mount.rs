@@ -7,38 +7,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::backend::local::run;
+use super::exec::run;
+use super::fs::FsType;
 use crate::error::{Error, Result};
-
-/// Filesystems the driver makes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FsType {
-    /// ext4 (the default).
-    Ext4,
-    /// XFS.
-    Xfs,
-}
-
-impl FsType {
-    /// From the volume capability's `fs_type` (empty: ext4).
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "" | "ext4" => Ok(FsType::Ext4),
-            "xfs" => Ok(FsType::Xfs),
-            other => Err(Error::invalid(format!(
-                "fs_type {other:?} is not supported: use ext4 or xfs"
-            ))),
-        }
-    }
-
-    /// The name `mount -t` takes.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FsType::Ext4 => "ext4",
-            FsType::Xfs => "xfs",
-        }
-    }
-}
 
 /// One line of `/proc/self/mountinfo`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,7 +54,7 @@ pub trait Mounter: Send + Sync + std::fmt::Debug {
     fn usage(&self, path: &Path) -> Result<Usage>;
 }
 
-/// The real thing.
+/// The system implementation: util-linux, e2fsprogs and xfsprogs, `/proc/self/mountinfo`.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemMounter;
 
@@ -229,15 +200,17 @@ impl Mounter for SystemMounter {
     }
 }
 
-/// The filesystem type found on a block device (ext2/3/4 or xfs), if any.
-pub fn probe_fs(device: &Path) -> Result<Option<FsType>> {
-    let f = fs::File::open(device)
-        .map_err(|e| Error::io(format!("opening {}", device.display()), e))?;
-    Ok(match luks2::signature::detect_signature(&f)? {
-        Some(luks2::signature::Signature::Ext) => Some(FsType::Ext4),
-        Some(luks2::signature::Signature::Xfs) => Some(FsType::Xfs),
-        _ => None,
-    })
+/// `major:minor` of a block device node, as mountinfo shows it.
+pub fn device_number(device: &Path) -> Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let rdev = fs::metadata(device)
+        .map_err(|e| Error::io(format!("stat {}", device.display()), e))?
+        .rdev();
+    Ok(format!(
+        "{}:{}",
+        rustix::fs::major(rdev),
+        rustix::fs::minor(rdev)
+    ))
 }
 
 #[cfg(test)]
@@ -256,15 +229,5 @@ mod tests {
         assert_eq!(m[0].dev, "98:0");
         assert_eq!(m[1].options, "ro");
         assert_eq!(m[1].target, PathBuf::from("/var/lib/kubelet/x"));
-    }
-
-    #[test]
-    fn fs_types() {
-        assert_eq!(FsType::parse("").unwrap(), FsType::Ext4);
-        assert_eq!(FsType::parse("xfs").unwrap(), FsType::Xfs);
-        assert_eq!(
-            FsType::parse("btrfs").unwrap_err().kind(),
-            crate::Kind::InvalidArgument
-        );
     }
 }

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use clap::Args;
 
-use super::StoreArgs;
+use crate::cli::args::StoreArgs;
 use crate::error::{Error, Result};
 use crate::keystore::{KeyStore, Stored};
 use crate::volume_id::VolumeId;

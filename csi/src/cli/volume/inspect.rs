@@ -11,7 +11,7 @@
 use std::fs::File;
 use std::path::PathBuf;
 
-use crate::encrypted::TOKEN_TYPE;
+use crate::crypt::TOKEN_TYPE;
 use crate::{Error, Result};
 use clap::Args;
 use kms::WrappedKey;

@@ -1,5 +1,5 @@
 //! `volume restore-header`: rebuilds the LUKS2 header of a device whose both header copies are
-//! destroyed, from the volume's wrapped-key record (see [`crate::recovery`]). In order: a device
+//! destroyed, from the volume's wrapped-key record (see [`crate::crypt::restore_header`]). In order: a device
 //! that still has a valid header is refused (before any KMS request); the DEK is unwrapped (the
 //! record checked against the flags); the data behind the driver's data offset must decrypt to
 //! an ext4 or XFS filesystem under it, else nothing is written; then a header like the driver's
@@ -9,7 +9,8 @@
 use std::path::PathBuf;
 
 use crate::Result;
-use crate::recovery;
+use crate::crypt::restore_header;
+use crate::host::exec::blocking;
 use clap::Args;
 
 use super::VolumeKms;
@@ -28,15 +29,13 @@ pub struct RestoreArgs {
 pub async fn run(a: RestoreArgs) -> Result<()> {
     let volume = a.volume.volume()?;
     // Cheap refusals first: no KMS request for a device that has a header or is too small.
-    recovery::check_no_valid_header(&a.device)?;
-    recovery::driver_layout(&a.device)?;
+    restore_header::check_no_valid_header(&a.device)?;
+    restore_header::driver_layout(&a.device)?;
     let stored = a.volume.entry(&volume).await?;
     let dek = a.volume.unwrap(&volume, &stored).await?;
     let device = a.device.clone();
     let record = stored.entry.record.clone();
-    let restored =
-        crate::encrypted::blocking(move || recovery::restore_header(&device, &dek, &record))
-            .await?;
+    let restored = blocking(move || restore_header::restore_header(&device, &dek, &record)).await?;
     if let Some(why) = &restored.replaced_damaged {
         eprintln!(
             "note: {} had a damaged LUKS2 header ({why}); it was replaced",

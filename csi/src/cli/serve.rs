@@ -1,0 +1,71 @@
+//! `onmetal-csi-driver serve`: the driver's parts from the flags, then the gRPC services
+//! ([`crate::rpc::server::serve`]).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use clap::Args;
+
+use super::{Runtime, runtime};
+use crate::driver::{Driver, Mode, crash_points_from_env};
+use crate::error::Result;
+use crate::host::mount::SystemMounter;
+
+/// `serve` flags.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The socket: unix:///csi/csi.sock.
+    #[arg(long, default_value = "unix:///csi/csi.sock")]
+    endpoint: String,
+    /// This node's ID (NodeGetInfo).
+    #[arg(long)]
+    node_id: String,
+    /// Which services to serve.
+    #[arg(long, value_enum, default_value_t = Mode::All)]
+    mode: Mode,
+    /// The CSI driver name.
+    #[arg(long, default_value = "csi.onmetal.de")]
+    driver_name: String,
+    /// Where volumes come from: local:DIR (sparse files attached as loop devices).
+    #[arg(long, default_value = "local:/var/lib/onmetal-csi/volumes")]
+    backend: String,
+    /// Where wrapped keys live: kube (one Secret per volume in --key-namespace) or dir:DIR
+    /// (one 0600 file per volume).
+    #[arg(
+        long,
+        value_name = "kube|dir:DIR",
+        default_value = "dir:/var/lib/onmetal-csi/keys"
+    )]
+    key_store: String,
+    /// Namespace of the wrapped-key Secrets (--key-store kube).
+    #[arg(long, value_name = "NS", default_value = crate::keystore::kube::DEFAULT_NAMESPACE)]
+    key_namespace: String,
+    /// Serve Prometheus metrics on HOST:PORT (/metrics).
+    #[arg(long)]
+    metrics_address: Option<SocketAddr>,
+}
+
+/// Builds the driver from the flags and serves until a signal.
+pub fn run(a: ServeArgs) -> Result<()> {
+    let backend: Arc<dyn crate::backend::Backend> = Arc::from(crate::backend::open(&a.backend)?);
+    let rt = runtime(Runtime::Server)?;
+    let store = rt.block_on(crate::keystore::open(
+        &a.key_store,
+        &a.key_namespace,
+        &a.driver_name,
+    ))?;
+    let driver = Driver::new(
+        a.driver_name,
+        a.node_id,
+        a.mode,
+        backend,
+        store,
+        Arc::new(SystemMounter),
+    )
+    .with_hooks(crash_points_from_env());
+    rt.block_on(crate::rpc::server::serve(
+        driver,
+        &a.endpoint,
+        a.metrics_address,
+    ))
+}
