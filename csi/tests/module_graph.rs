@@ -308,9 +308,19 @@ fn graph_of(root: &Root) -> BTreeMap<String, BTreeSet<String>> {
         .collect()
 }
 
+/// Circles that predate this check, in crates whose owners remove them (`luks2`, `dm`): each
+/// entry must stay exactly as it is until it is gone, and then leave this list. Anything else
+/// (every circle in `csi`, any new one) fails.
+const KNOWN: &[(&str, &str)] = &[
+    ("luks2/src/lib.rs", "backup, format, header, keyslot"),
+    ("dm/src/lib.rs", "error, types"),
+    ("dm/src/lib.rs", "policy, segment"),
+];
+
 #[test]
 fn no_crate_has_a_module_import_circle() {
     let mut circles = Vec::new();
+    let mut found = Vec::new();
     let roots = roots();
     assert!(
         roots.iter().any(|r| r.name == "csi/src/lib.rs"),
@@ -329,14 +339,33 @@ fn no_crate_has_a_module_import_circle() {
                 println!("{m} -> {}", deps.join(", "));
             }
         }
-        for comp in sccs(&contained(&graph)) {
+        for mut comp in sccs(&contained(&graph)) {
             if comp.len() > 1 {
-                println!("CIRCLE: {}", comp.join(", "));
-                circles.push(format!("{}: {}", root.name, comp.join(", ")));
+                comp.sort();
+                let members = comp.join(", ");
+                let known = KNOWN.contains(&(root.name.as_str(), members.as_str()));
+                println!(
+                    "CIRCLE{}: {members}",
+                    if known {
+                        " (known, listed in KNOWN)"
+                    } else {
+                        ""
+                    }
+                );
+                found.push((root.name.clone(), members.clone()));
+                if !known {
+                    circles.push(format!("{}: {members}", root.name));
+                }
             }
         }
     }
     assert!(circles.is_empty(), "module import circles: {circles:#?}");
+    for (krate, members) in KNOWN {
+        assert!(
+            found.iter().any(|(k, m)| k == krate && m == members),
+            "{krate}: the circle {members} is gone: remove it from KNOWN"
+        );
+    }
 }
 
 #[test]
