@@ -15,10 +15,13 @@ use csi::volume_id::VolumeId;
 use kms::{Dek, ErrorKind, KmsConfig, KmsType, WrappedKey};
 use zeroize::Zeroizing;
 
+/// A wrapped DEK: the volume it was wrapped for and its bytes.
+type Wrapped = (String, Zeroizing<Vec<u8>>);
+
 /// An in-memory KMS (Transit records).
 #[derive(Debug, Default)]
 pub struct FakeKms {
-    keys: Mutex<HashMap<String, (String, Zeroizing<Vec<u8>>)>>,
+    keys: Mutex<HashMap<String, Wrapped>>,
     deny: AtomicBool,
     down: AtomicBool,
     wraps: AtomicUsize,
