@@ -1,17 +1,12 @@
-//! Helpers shared by the integration tests: finding the reference `cryptsetup`, running it,
-//! making images with it ([`Image`]), scratch directories of images and key files with volume-key
-//! dumps ([`Scratch`], for the `compat_*.rs` tests), awkward passphrases, and running a list of
-//! cases on a small worker pool ([`run_cases`]).
+//! cryptsetup 2.6, the reference: finding it, running it, making images with it ([`Image`]),
+//! scratch directories of images and key files with volume-key dumps ([`Scratch`]).
 //!
 //! Tests that need cryptsetup call [`cryptsetup`] first: when it is missing they print a skip
 //! note and return, except under CI (`CI=true`), where a missing prerequisite is a failure.
 
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
-
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Mutex;
 
 /// The passphrase written to key files by [`Image::format`].
 pub const PASSPHRASE: &[u8] = b"correct horse battery staple";
@@ -260,134 +255,4 @@ impl Scratch {
         args.push(img.to_str().unwrap());
         self.run(&args).status.code().unwrap_or(-1)
     }
-}
-
-/// Opens an image read-write.
-pub fn open_rw(p: &Path) -> File {
-    OpenOptions::new().read(true).write(true).open(p).unwrap()
-}
-
-/// A passphrase with awkward bytes (newline, NUL, high bytes), distinct per `n`.
-pub fn passphrase(n: u32) -> Vec<u8> {
-    let mut v = format!("pass {n}\n").into_bytes();
-    v.extend_from_slice(&[0, 0xff, 0x80, b'\t', b'x']);
-    v.extend_from_slice(&n.to_le_bytes());
-    v
-}
-
-/// Runs `f` over `cases` on 2 worker threads; collects failures and panics listing them all.
-pub fn run_cases<T: Sync + std::fmt::Debug>(cases: &[T], f: impl Fn(usize, &T) + Sync) {
-    let next = Mutex::new(0usize);
-    let failures = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..2 {
-            s.spawn(|| {
-                loop {
-                    let i = {
-                        let mut n = next.lock().unwrap();
-                        let i = *n;
-                        *n += 1;
-                        i
-                    };
-                    let Some(case) = cases.get(i) else { break };
-                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(i, case)));
-                    if let Err(e) = r {
-                        let msg = e
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| e.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                            .unwrap_or_default();
-                        failures
-                            .lock()
-                            .unwrap()
-                            .push(format!("case {i} {case:?}: {msg}"));
-                    }
-                }
-            });
-        }
-    });
-    let failures = failures.into_inner().unwrap();
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
-    );
-}
-
-pub fn u64_of(v: &serde_json::Value) -> Option<u64> {
-    v.as_str().and_then(luks2::metadata::parse_u64_field)
-}
-
-/// Numbers as f64: json-c prints a double parsed from `2e+` as `2`, which reads back as an
-/// integer; the value is what must agree, not its spelling.
-pub fn numbers_as_f64(v: &serde_json::Value) -> serde_json::Value {
-    match v {
-        serde_json::Value::Number(n) => serde_json::json!(n.as_f64()),
-        serde_json::Value::Array(a) => {
-            serde_json::Value::Array(a.iter().map(numbers_as_f64).collect())
-        }
-        serde_json::Value::Object(m) => serde_json::Value::Object(
-            m.iter()
-                .map(|(k, v)| (k.clone(), numbers_as_f64(v)))
-                .collect(),
-        ),
-        other => other.clone(),
-    }
-}
-
-/// What both implementations must agree on after parsing: entry numbers, token contents,
-/// segment placement, digest bindings, config sizes, flags and requirements.
-pub fn projection(v: &serde_json::Value) -> serde_json::Value {
-    let keys = |s: &str| {
-        let mut k: Vec<String> = v[s]
-            .as_object()
-            .map(|m| m.keys().cloned().collect())
-            .unwrap_or_default();
-        k.sort();
-        k
-    };
-    let segments: serde_json::Map<String, serde_json::Value> = v["segments"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, s)| {
-                    (
-                        k.clone(),
-                        serde_json::json!([
-                            s["type"],
-                            u64_of(&s["offset"]),
-                            s["size"].as_str().map(|z| if z == "dynamic" {
-                                None
-                            } else {
-                                u64_of(&s["size"])
-                            })
-                        ]),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let digests: serde_json::Map<String, serde_json::Value> = v["digests"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, d)| {
-                    (
-                        k.clone(),
-                        serde_json::json!([d["type"], d["keyslots"], d["segments"]]),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    serde_json::json!({
-        "keyslots": keys("keyslots"),
-        "tokens": numbers_as_f64(&v["tokens"]),
-        "segments": segments,
-        "digests": digests,
-        "config": [u64_of(&v["config"]["json_size"]), u64_of(&v["config"]["keyslots_size"]),
-                   v["config"]["flags"], v["config"]["requirements"]["mandatory"]],
-    })
 }

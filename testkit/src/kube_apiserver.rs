@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 
 /// What to do to one request instead of (or around) answering it normally.
 #[derive(Clone, Debug)]
-pub(crate) enum Fault {
+pub enum Fault {
     /// Answer with a `Status` of this code; nothing is applied.
     Status(u16),
     /// 429 with `details.retryAfterSeconds`.
@@ -57,7 +57,7 @@ struct Inner {
 type Shared = Arc<Mutex<Inner>>;
 
 /// A running fake API server; stopped on drop.
-pub(crate) struct FakeApiServer {
+pub struct FakeApiServer {
     addr: SocketAddr,
     tls: bool,
     state: Shared,
@@ -67,7 +67,7 @@ pub(crate) struct FakeApiServer {
 
 impl FakeApiServer {
     /// Starts one on a free port of 127.0.0.1 (plain HTTP, no authentication).
-    pub(crate) async fn start() -> Self {
+    pub async fn start() -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1");
@@ -75,7 +75,7 @@ impl FakeApiServer {
     }
 
     /// Starts one over TLS with `config`, requiring `Authorization: Bearer <token>`.
-    pub(crate) async fn start_tls(config: rustls::ServerConfig, token: &str) -> Self {
+    pub async fn start_tls(config: rustls::ServerConfig, token: &str) -> Self {
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1");
@@ -116,23 +116,23 @@ impl FakeApiServer {
     }
 
     /// `http(s)://127.0.0.1:PORT`.
-    pub(crate) fn url(&self) -> String {
+    pub fn url(&self) -> String {
         let scheme = if self.tls { "https" } else { "http" };
         format!("{scheme}://{}", self.addr)
     }
 
     /// Queues a fault for the next request with `method`.
-    pub(crate) fn fault(&self, method: Method, fault: Fault) {
+    pub fn fault(&self, method: Method, fault: Fault) {
         self.lock().faults.push_back((method, fault));
     }
 
     /// Caps the page size of list answers.
-    pub(crate) fn set_page_cap(&self, cap: usize) {
+    pub fn set_page_cap(&self, cap: usize) {
         self.lock().page_cap = cap;
     }
 
     /// The stored object, as the server keeps it.
-    pub(crate) fn object(&self, ns: &str, name: &str) -> Option<Value> {
+    pub fn object(&self, ns: &str, name: &str) -> Option<Value> {
         self.lock()
             .objects
             .get(&(ns.to_owned(), name.to_owned()))
@@ -140,7 +140,7 @@ impl FakeApiServer {
     }
 
     /// Stores an object directly (as another client would have), with a fresh resourceVersion.
-    pub(crate) fn put_object(&self, ns: &str, mut obj: Value) {
+    pub fn put_object(&self, ns: &str, mut obj: Value) {
         let mut st = self.lock();
         let name = obj["metadata"]["name"]
             .as_str()
@@ -151,17 +151,17 @@ impl FakeApiServer {
     }
 
     /// Number of stored objects.
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.lock().objects.len()
     }
 
     /// Requests seen so far ("METHOD path?query").
-    pub(crate) fn requests(&self) -> Vec<String> {
+    pub fn requests(&self) -> Vec<String> {
         self.lock().log.clone()
     }
 
     /// Stops serving: the port is closed, open connections are closed once idle.
-    pub(crate) async fn stop(&mut self) {
+    pub async fn stop(&mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }

@@ -1,17 +1,17 @@
-//! Shared helpers of the privileged `vm_*` tests.
+//! The rig of the privileged device-mapper tests (`dm/tests/privileged.rs`,
+//! `luks2-cli/tests/privileged.rs`): loop devices, mappings, mounts, cryptsetup-formatted
+//! devices, O_DIRECT reads and writes.
 //!
 //! These tests need root and a kernel with device-mapper, dm-crypt and loop devices: they run in
-//! the VM (`scripts/vm-test`) or on a real Linux host as root. Without device-mapper they skip
-//! with a message — except when `ONMETAL_VM_TEST=1` (set by the VM rig), where that is a failure.
-//! Every loop device, mapping, mount and file they create is removed again by a guard, also when
-//! the test fails. Mapping names end in `_delme`.
-#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
+//! the VM (`scripts/vm-test`) or on a real Linux host as root, and start with
+//! [`require_privileged!`](crate::require_privileged). Every loop device, mapping, mount and file
+//! they create is removed again by a guard, also when the test fails. Mapping names end in
+//! `_delme`.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use dm::{
@@ -19,80 +19,16 @@ use dm::{
     SectorSize, SegmentSize,
 };
 
-/// True when privileged tests can run here. Panics when they cannot but must (in the VM rig).
-pub fn privileged() -> bool {
-    let root = fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false);
-    // The node may exist while the kernel has no device-mapper (ENODEV): ask the kernel.
-    let dm = match DeviceMapper::new() {
-        Ok(_) => "ok".to_owned(),
-        Err(e) => format!("{e}: {:?}", std::error::Error::source(&e)),
-    };
-    if root && dm == "ok" {
-        return true;
-    }
-    let why = format!("root: {root}, device-mapper: {dm}");
-    if std::env::var("ONMETAL_VM_TEST").as_deref() == Ok("1") {
-        panic!("privileged test cannot run inside the VM rig ({why})");
-    }
-    eprintln!("SKIPPED: privileged test needs root and device-mapper ({why}); run scripts/vm-test");
-    false
-}
-
-/// Skips the calling test unless it can run privileged.
-#[macro_export]
-macro_rules! require_privileged {
-    () => {
-        if !vm_support::privileged() {
-            return;
-        }
-    };
-}
+// One glob import (`use testkit::vm::*`) gives a privileged test its whole rig.
+pub use crate::cmd::{run, run_with_stdin, try_run};
+pub use crate::privileged::privileged;
+pub use crate::require_privileged;
 
 /// A unique mapping name for this test process.
 pub fn unique_name(what: &str) -> DmName {
     static N: AtomicU32 = AtomicU32::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
     DmName::new(&format!("{what}_{}_{n}_delme", std::process::id())).unwrap()
-}
-
-/// Runs a command, panics with its output when it fails, returns its stdout.
-pub fn run(cmd: &str, args: &[&str]) -> String {
-    run_with_stdin(cmd, args, None)
-}
-
-/// Like [`run`], feeding `stdin`.
-pub fn run_with_stdin(cmd: &str, args: &[&str], stdin: Option<&[u8]>) -> String {
-    let out = try_run(cmd, args, stdin);
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Runs a command and returns its output, whatever its status.
-pub fn try_run(cmd: &str, args: &[&str], stdin: Option<&[u8]>) -> std::process::Output {
-    let mut child = Command::new(cmd)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
-    if let Some(data) = stdin {
-        let mut pipe = child.stdin.take().unwrap();
-        pipe.write_all(data).unwrap();
-    }
-    child.wait_with_output().unwrap()
 }
 
 /// A sparse file attached to a loop device; detached and deleted on drop.
@@ -442,4 +378,11 @@ pub fn key_in_user_keyring(description: &str) -> bool {
     try_run("keyctl", &["search", "@u", "logon", description], None)
         .status
         .success()
+}
+
+/// cryptsetup's lock file for the block device `dev` (`luks2::lock`: the same name
+/// libcryptsetup takes, `/run/cryptsetup/L_<major>:<minor>`).
+pub fn cryptsetup_lock_file(dev: &str) -> PathBuf {
+    let rdev = fs::metadata(dev).unwrap().rdev();
+    PathBuf::from(luks2::lock::CRYPTSETUP_LOCK_DIR).join(luks2::lock::resource_name(rdev))
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::kmip_cases::KmipServer;
+use super::kmip::KmipServer;
 use super::{free_port, require};
 
 pub fn binary() -> Option<PathBuf> {

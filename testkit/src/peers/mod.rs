@@ -3,7 +3,6 @@
 //! starts its own processes on free ports; they are killed when the handle drops. A missing
 //! server binary fails the test when `CI=true`, and skips it (with a note on stderr) otherwise.
 //! `kms/tests/install-peers.sh` installs all three.
-#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -12,7 +11,7 @@ use std::time::{Duration, Instant};
 
 pub mod bao;
 pub mod cosmian;
-pub mod kmip_cases;
+pub mod kmip;
 pub mod pki;
 pub mod pykmip;
 
@@ -145,20 +144,4 @@ pub fn secrets(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, Stri
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect()
-}
-
-/// Wraps a fresh random 32-byte DEK for volume `v`, which must succeed.
-pub async fn wrap_random(kms: &kms::Kms) -> kms::WrappedKey {
-    let dek = kms::Dek::generate(32).unwrap();
-    kms.wrap(&dek, &kms::VolumeId::new("v").unwrap())
-        .await
-        .unwrap()
-}
-
-/// Wraps a fresh random 32-byte DEK for volume `v`, which must fail; returns the error.
-pub async fn wrap_err(kms: &kms::Kms) -> kms::Error {
-    let dek = kms::Dek::generate(32).unwrap();
-    kms.wrap(&dek, &kms::VolumeId::new("v").unwrap())
-        .await
-        .unwrap_err()
 }
