@@ -1,13 +1,13 @@
 //! Transit against a real OpenBao dev server on 127.0.0.1: every fault the driver must classify.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-mod peers;
 
 use std::time::{Duration, Instant};
 
 use kms::{Dek, ErrorKind, Kms, KmsConfig, KmsType, Timeouts, VolumeId, WrapMode, WrappedKey};
-use peers::bao::{Bao, ROOT};
-use peers::{secrets, wrap_err, wrap_random};
+use testkit::peers::bao::{Bao, ROOT};
+use super::{wrap_err, wrap_random};
+use testkit::peers::secrets;
 
 const KEY: &str = "pvc-kek";
 
@@ -148,7 +148,7 @@ async fn revoked_token_is_denied() {
 async fn expired_token_is_denied() {
     let Some((bao, _)) = setup(false) else { return };
     let token = bao.token(&serde_json::json!({
-        "policies": [peers::bao::POLICY],
+        "policies": [testkit::peers::bao::POLICY],
         "ttl": "1s", "explicit_max_ttl": "1s"
     }));
     let kms = client(&bao, KEY, &token);

@@ -3,13 +3,12 @@
 //! configuration, and a mismatch fails with `Integrity` before any connection is made.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-mod peers;
 
 use std::net::TcpListener;
 
 use kms::{ErrorKind, Kms, KmsConfig, KmsType, VolumeId, WrappedKey};
-use peers::pki::{Ca, ClientOpts};
-use peers::secrets;
+use testkit::peers::pki::{Ca, ClientOpts};
+use testkit::peers::secrets;
 
 /// A listener that must never see a connection.
 struct Untouched(TcpListener);

@@ -2,14 +2,13 @@
 //! a chunked answer, and that proxy environment variables are ignored (issue 9, items 3, 12).
 #![allow(clippy::unwrap_used, missing_docs)]
 
-mod peers;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
 use kms::{Dek, ErrorKind, Kms, KmsConfig, KmsType, Timeouts, VolumeId, WrappedKey};
-use peers::secrets;
+use testkit::peers::secrets;
 
 /// Reads one HTTP/1.1 request (headers and a Content-Length body); returns the request line.
 fn read_request(conn: &mut BufReader<TcpStream>) -> Option<String> {

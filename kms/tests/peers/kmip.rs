@@ -1,13 +1,12 @@
 //! KMIP against a real PyKMIP 0.11 server on 127.0.0.1 (mutual TLS, ECDSA P-256 PKI made here).
 #![allow(clippy::unwrap_used, missing_docs)]
 
-mod peers;
 
 use kms::{Dek, ErrorKind, Kms, KmsConfig, KmsType, WrapMode, WrappedKey};
-use peers::kmip_cases::{self as cases, client, client_max, config, edit, vol};
-use peers::pki::ClientOpts;
-use peers::pykmip;
-use peers::wrap_err;
+use super::kmip_cases::{self as cases, client, client_max, config, edit, vol};
+use testkit::peers::pki::ClientOpts;
+use testkit::peers::pykmip;
+use super::wrap_err;
 
 const NAME: &str = "pykmip";
 
@@ -167,7 +166,7 @@ fn clients_and_futures_are_send_and_sync() {
         "http://127.0.0.1:1",
         "k",
         None,
-        &peers::secrets(&[("token", "t")]),
+        &testkit::peers::secrets(&[("token", "t")]),
     )
     .unwrap();
     let kms = Kms::new(&cfg).unwrap();

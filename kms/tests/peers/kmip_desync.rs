@@ -4,7 +4,6 @@
 //! plaintext, tag = zeros), so a record can be checked for the key it holds without a server.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-mod peers;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,7 +12,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use kms::kmip::ttlv::{self, Item, Value};
 use kms::{Dek, ErrorKind, Kms, KmsConfig, KmsType, Timeouts, VolumeId, WrappedKey};
-use peers::pki::{Ca, ClientOpts};
+use testkit::peers::pki::{Ca, ClientOpts};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -200,7 +199,7 @@ fn client(ca: &Ca, port: u16, request: Duration) -> Kms {
         &format!("127.0.0.1:{port}"),
         "key-1",
         None,
-        &peers::secrets(&[
+        &testkit::peers::secrets(&[
             ("ca.crt", &ca.pem()),
             ("tls.crt", &leaf.cert_pem),
             ("tls.key", &leaf.key_pem),
