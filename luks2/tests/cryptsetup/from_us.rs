@@ -4,9 +4,9 @@
 //! appear in `cryptsetup token export`.
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
-mod common;
 
-use common::{Scratch, cryptsetup, open_rw, passphrase, run_cases};
+use testkit::cryptsetup::{Scratch, cryptsetup};
+use testkit::fixtures::{open_rw, passphrase, run_cases};
 use luks2::crypto::HashAlgorithm;
 use luks2::crypto::calibrate::PbkdfOptions;
 use luks2::crypto::kdf::{Argon2Variant, KdfKind};

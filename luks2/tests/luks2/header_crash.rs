@@ -3,9 +3,8 @@
 //! implementations read as the old or the new header, never neither.
 #![allow(clippy::unwrap_used)]
 
-mod common;
 
-use common::{Image, cryptsetup, run_ok};
+use testkit::cryptsetup::{Image, cryptsetup, run_ok};
 use luks2::header;
 use luks2::io::{FaultyDevice, MemDevice};
 

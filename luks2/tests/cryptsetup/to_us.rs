@@ -6,9 +6,9 @@
 //! whole matrix runs in seconds; images are sparse files in a temporary directory.
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
-mod common;
 
-use common::{Scratch, cryptsetup, open_rw, passphrase, run_cases};
+use testkit::cryptsetup::{Scratch, cryptsetup};
+use testkit::fixtures::{open_rw, passphrase, run_cases};
 use luks2::metadata::KeyslotId;
 use luks2::{ErrorKind, Luks2Device, Passphrase};
 

@@ -6,7 +6,6 @@
 //! copies one generation apart must not be able to fall back to the older copy.
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
-mod common;
 
 use luks2::crypto::calibrate::PbkdfOptions;
 use luks2::crypto::kdf::{Argon2Variant, KdfKind};
@@ -113,11 +112,11 @@ fn formatted() -> MemDevice {
 
 /// Cryptsetup's verdict on an image: which key files open it.
 fn cryptsetup_opens(dev: &MemDevice, passes: &[&str]) -> Option<Vec<bool>> {
-    let cs = common::cryptsetup()?;
+    let cs = testkit::cryptsetup::cryptsetup()?;
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("img");
     std::fs::write(&img, dev.as_slice()).unwrap();
-    let sc = common::Scratch::new(&cs);
+    let sc = testkit::cryptsetup::Scratch::new(&cs);
     Some(
         passes
             .iter()

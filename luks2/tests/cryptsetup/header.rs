@@ -3,9 +3,8 @@
 //! are accepted by cryptsetup.
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
-mod common;
 
-use common::{Image, cryptsetup, run, run_ok};
+use testkit::cryptsetup::{Image, cryptsetup, run, run_ok};
 use luks2::header::{self, CopyStatus, RepairOutcome, binary::Copy};
 use luks2::io::Device;
 use luks2::metadata::{

@@ -5,9 +5,9 @@
 //! case is about one copy), so cryptsetup cannot fall back to an untouched copy.
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
-mod common;
 
-use common::{Image, cryptsetup, projection, run, run_ok};
+use testkit::cryptsetup::{Image, cryptsetup, run, run_ok};
+use super::dump::projection;
 use luks2::header::{self, binary};
 use luks2::io::MemDevice;
 use serde_json::{Value, json};
