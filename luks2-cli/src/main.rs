@@ -3,8 +3,8 @@
 //! 4 wrong device, 5 busy).
 //!
 //! Keys are only ever read from files (`--key-file F`, `-` for stdin), never from arguments.
-//! The verbs here need no device-mapper; `open`/`close`/`resize`/`status` are added to
-//! [`Command`] by the dm crate, one variant and one match arm each.
+//! The verbs here need no device-mapper; `open`/`close`/`resize`/`status` (`mapping.rs`) go
+//! through the dm crate.
 
 mod dump;
 mod mapping;

@@ -5,13 +5,12 @@
 //! `--perf-*` flags, and exit codes. Run by `scripts/vm-test`.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod vm_support;
 
 use std::path::Path;
 use std::process::Output;
 
 use dm::DmName;
-use vm_support::*;
+use testkit::vm::*;
 
 const LUKS2: &str = env!("CARGO_BIN_EXE_luks2");
 

@@ -3,28 +3,17 @@
 //! keyslot", repair of a device without LUKS, kill-slot on a header with unknown mandatory
 //! requirements, and the `dump` lines for a legacy `argon2` KDF, an unbound keyslot and a
 //! keyring token.
-#![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use luks2::header::binary::{self, BinaryHeader};
+use testkit::cmd::tool;
+use testkit::cryptsetup::cryptsetup;
 
 const MIB: u64 = 1024 * 1024;
 const FAST: [&str; 4] = ["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"];
 const AMBIGUOUS: &str = "Device contains ambiguous signatures, cannot auto-recover LUKS2.";
-
-fn tool(path: &str, package: &str) -> Option<PathBuf> {
-    let p = PathBuf::from(path);
-    if p.is_file() {
-        return Some(p);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{path} is required in CI (Debian package {package}) but was not found");
-    }
-    eprintln!("SKIP: {path} not found; install {package}");
-    None
-}
 
 struct T {
     dir: tempfile::TempDir,
@@ -35,7 +24,7 @@ impl T {
     fn new() -> Option<T> {
         Some(T {
             dir: tempfile::tempdir().unwrap(),
-            cs: tool("/usr/sbin/cryptsetup", "cryptsetup-bin")?,
+            cs: cryptsetup()?,
         })
     }
     fn path(&self, name: &str) -> PathBuf {
@@ -52,16 +41,10 @@ impl T {
         p
     }
     fn cs(&self, args: &[&str]) -> Output {
-        Command::new(&self.cs)
-            .args(args)
-            .env("LC_ALL", "C")
-            .output()
-            .unwrap()
+        testkit::cryptsetup::run(&self.cs, args)
     }
     fn cs_ok(&self, args: &[&str]) -> String {
-        let o = self.cs(args);
-        assert!(o.status.success(), "cryptsetup {args:?}: {}", err(&o));
-        String::from_utf8(o.stdout).unwrap()
+        testkit::cryptsetup::run_ok(&self.cs, args)
     }
     /// A cryptsetup LUKS2 image (16 MiB data offset) with keyslot 0 = `k0`, keyslot 1 = `k1`.
     fn luks(&self, name: &str, k0: &Path, k1: &Path) -> PathBuf {

@@ -2,17 +2,17 @@
 //! mapping against cryptsetup's mapping of the same device, in the same VM run. Both use the
 //! kernel's dm-crypt, so the ratio should be close to 1; a large gap means our table differs
 //! (options, sector size, cipher) from cryptsetup's; with and without the no_read/no_write
-//! workqueue flags. Also the activation latency of `luks2 open` against `cryptsetup open`. Prints
-//! `THROUGHPUT` and `LATENCY` lines (ours/cryptsetup) and never asserts a speed.
+//! workqueue flags. Prints `THROUGHPUT` lines
+//! (ours/cryptsetup) and never asserts a speed (the command's activation latency:
+//! `luks2-cli/tests/privileged/latency.rs`).
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod vm_support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use dm::{ActivateOptions, DeviceMapper};
-use vm_support::*;
+use testkit::vm::*;
 
 const MIB_PER_PASS: u64 = 32;
 const ROUNDS: usize = 3;
@@ -110,45 +110,5 @@ fn vm_throughput_no_workqueue_ours_vs_cryptsetup() {
         "no_workqueue",
         &opts,
         &["--perf-no_read_workqueue", "--perf-no_write_workqueue"],
-    );
-}
-
-/// Activation latency of the whole command, `luks2 open` against `cryptsetup open` (same
-/// header, PBKDF2 at 1000 iterations so the KDF is negligible), alternated; median of the rounds.
-#[test]
-fn vm_activation_latency_ours_vs_cryptsetup() {
-    require_privileged!();
-    const LUKS2: &str = env!("CARGO_BIN_EXE_luks2");
-    const LATENCY_ROUNDS: usize = 5;
-    let lo = LoopDev::new(40);
-    cryptsetup_format(lo.path(), 512, 4096, Kdf::Pbkdf2);
-    let ours = unique_name("latours");
-    let theirs = unique_name("latcs");
-    let _g1 = MappingGuard(ours.clone());
-    let _g2 = MappingGuard(theirs.clone());
-    let (mut o, mut c) = (Vec::new(), Vec::new());
-    for _ in 0..LATENCY_ROUNDS {
-        let t = Instant::now();
-        run_with_stdin(
-            LUKS2,
-            &["open", "--key-file", "-", lo.path(), ours.as_str()],
-            Some(PASSPHRASE),
-        );
-        o.push(t.elapsed());
-        run(LUKS2, &["close", ours.as_str()]);
-
-        let t = Instant::now();
-        cryptsetup_open(lo.path(), &theirs, &[]);
-        c.push(t.elapsed());
-        run("cryptsetup", &["close", theirs.as_str()]);
-    }
-    o.sort();
-    c.sort();
-    let (om, cm) = (o[LATENCY_ROUNDS / 2], c[LATENCY_ROUNDS / 2]);
-    println!(
-        "\nLATENCY open: ours {:.1} ms, cryptsetup {:.1} ms, ratio ours/cryptsetup {:.2} (median of {LATENCY_ROUNDS})",
-        om.as_secs_f64() * 1e3,
-        cm.as_secs_f64() * 1e3,
-        om.as_secs_f64() / cm.as_secs_f64()
     );
 }

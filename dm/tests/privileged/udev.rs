@@ -8,7 +8,6 @@
 //! for its duration. On a host where udev already runs, that daemon is used.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod vm_support;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -16,7 +15,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use dm::{ActivateOptions, DeviceMapper, DmName};
-use vm_support::*;
+use testkit::vm::*;
 
 const CONTROL: &str = "/run/udev/control";
 

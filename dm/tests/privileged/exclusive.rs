@@ -3,14 +3,13 @@
 //! caller has open (not whatever a path names later). Run by `scripts/vm-test`.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod vm_support;
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Barrier};
 
 use dm::{ActivateOptions, CryptVolume, DeviceMapper, DmName, Error, MappingStatus};
-use vm_support::*;
+use testkit::vm::*;
 
 /// Activates `volume` from the device open as `handle`.
 fn activate_on(

@@ -1,59 +1,13 @@
-//! Privileged (VM) tests: our header writers and stock cryptsetup exclude each other on a block
-//! device, through cryptsetup's lock file `/run/cryptsetup/L_<major>:<minor>`
-//! (`luks2::lock`). Run by `scripts/vm-test`.
-#![allow(missing_docs, clippy::unwrap_used)]
+//! The `luks2` command and a cryptsetup lock holder on a block device: cryptsetup's lock file
+//! `/run/cryptsetup/L_<major>:<minor>` (`luks2::lock`) keeps our writer out until it is free
+//! (the library side: `dm/tests/privileged/locking.rs`).
 
-mod vm_support;
-
-use std::fs::OpenOptions;
-use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use vm_support::*;
+use testkit::vm::*;
 
 const LUKS2: &str = env!("CARGO_BIN_EXE_luks2");
-
-fn lock_file(dev: &str) -> PathBuf {
-    let rdev = std::fs::metadata(dev).unwrap().rdev();
-    PathBuf::from(luks2::lock::CRYPTSETUP_LOCK_DIR).join(luks2::lock::resource_name(rdev))
-}
-
-/// While our writer holds the lock, `cryptsetup luksDump` (which takes cryptsetup's read lock)
-/// waits; once we release it, it runs, and the lock file is gone again.
-#[test]
-fn cryptsetup_waits_for_our_writer() {
-    require_privileged!();
-    let lo = LoopDev::new(32);
-    cryptsetup_format(lo.path(), 512, 512, Kdf::Pbkdf2);
-    let lock = lock_file(lo.path());
-    let mut dev = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&lo.dev)
-        .unwrap();
-    luks2::io::with_exclusive_lock(&mut dev, |_| {
-        assert!(lock.exists(), "{} not created", lock.display());
-        // luksDump blocks on the lock: `timeout` ends it (exit 124). Without our lock it
-        // finishes in well under a second.
-        let out = Command::new("timeout")
-            .args(["5", "cryptsetup", "luksDump", lo.path()])
-            .stdout(Stdio::null())
-            .output()
-            .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(124),
-            "cryptsetup luksDump did not wait for our lock: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(())
-    })
-    .unwrap();
-    assert!(!lock.exists(), "lock file left behind after release");
-    run("cryptsetup", &["luksDump", lo.path()]);
-}
 
 /// While a cryptsetup-protocol holder keeps the lock (util-linux `flock` on the same file, as
 /// libcryptsetup does), `luks2 add-key` gives up after its retry budget with exit 5 and writes
@@ -63,7 +17,7 @@ fn our_writer_waits_for_a_cryptsetup_lock_holder() {
     require_privileged!();
     let lo = LoopDev::new(32);
     cryptsetup_format(lo.path(), 512, 512, Kdf::Pbkdf2);
-    let lock = lock_file(lo.path());
+    let lock = cryptsetup_lock_file(lo.path());
     std::fs::create_dir_all(luks2::lock::CRYPTSETUP_LOCK_DIR).unwrap();
     let before = read_at(&lo.dev, 0, 32 << 10);
     let mut holder = Command::new("flock")

@@ -2,10 +2,9 @@
 //! cryptsetup opens them too. Run by `scripts/vm-test`.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod vm_support;
 
 use dm::{ActivateOptions, DeviceMapper};
-use vm_support::*;
+use testkit::vm::*;
 
 fn filesystem_survives_close_and_reopen(fstype: &str, mib: u64) {
     let lo = LoopDev::new(mib);

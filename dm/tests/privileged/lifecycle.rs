@@ -3,7 +3,6 @@
 //! list, and clean failure. Run by `scripts/vm-test`.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod vm_support;
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -11,7 +10,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use dm::{ActivateOptions, CryptFlags, CryptVolume, DeviceMapper, DmName, Error, SegmentSize};
-use vm_support::*;
+use testkit::vm::*;
 
 /// A cryptsetup-formatted loop device with its volume key and segment description.
 struct Fixture {

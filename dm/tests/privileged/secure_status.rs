@@ -3,14 +3,13 @@
 //! Run by `scripts/vm-test`.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod vm_support;
 
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 
 use dm::{DeviceMapper, TableKey};
-use vm_support::*;
+use testkit::vm::*;
 
 /// The value of a lowercase hex digit (the kernel prints keys with `%02x`).
 fn hex_val(b: u8) -> Option<u8> {

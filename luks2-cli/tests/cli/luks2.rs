@@ -3,11 +3,12 @@
 //! cryptsetup dumps, key and token verbs are seen by cryptsetup, and exit codes match
 //! cryptsetup's (0 ok, 1 wrong parameters or not a LUKS device, 2 bad passphrase, 4 no such
 //! device, 5 busy).
-#![allow(clippy::unwrap_used)]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+
+use testkit::cryptsetup::cryptsetup;
 
 const MIB: u64 = 1024 * 1024;
 const FAST: [&str; 4] = ["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"];
@@ -21,18 +22,6 @@ const FAST_ARGON: [&str; 8] = [
     "--pbkdf-parallel",
     "2",
 ];
-
-fn cryptsetup() -> Option<PathBuf> {
-    let p = PathBuf::from("/usr/sbin/cryptsetup");
-    if p.is_file() {
-        return Some(p);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("cryptsetup is required in CI (Debian package cryptsetup-bin) but was not found");
-    }
-    eprintln!("SKIP: cryptsetup not found; install cryptsetup-bin to run the CLI tests");
-    None
-}
 
 struct T {
     dir: tempfile::TempDir,
@@ -57,20 +46,10 @@ impl T {
         p
     }
     fn cs(&self, args: &[&str]) -> Output {
-        Command::new(&self.cs)
-            .args(args)
-            .env("LC_ALL", "C")
-            .output()
-            .unwrap()
+        testkit::cryptsetup::run(&self.cs, args)
     }
     fn cs_ok(&self, args: &[&str]) -> String {
-        let o = self.cs(args);
-        assert!(
-            o.status.success(),
-            "cryptsetup {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
+        testkit::cryptsetup::run_ok(&self.cs, args)
     }
 }
 

@@ -2,10 +2,9 @@
 //! and cryptsetup's tools recognise our mappings. Run by `scripts/vm-test`.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod vm_support;
 
 use dm::{ActivateOptions, DeviceMapper, SectorSize};
-use vm_support::*;
+use testkit::vm::*;
 
 /// Regions written and compared: start, middle and end of the mapped area.
 fn regions(size: u64) -> [u64; 3] {
