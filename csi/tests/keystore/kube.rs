@@ -1,16 +1,18 @@
 //! The `kube` store against the in-process fake API server: the shared contract, the Secret's
 //! layout, and faults (409 races, 5xx, 429, time-outs, lost answers, a server that goes away).
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::Method;
+use csi::keystore::kube::{KubeStore, RetryPolicy, SECRET_TYPE};
+use csi::keystore::{KeyEntry, KeyStore, StoreError, VolumeState};
+use csi::volume_id::VolumeId;
+use csi::{Error, Kind};
 use serde_json::json;
-
-use super::fake_apiserver::{FakeApiServer, Fault};
-use super::kube::{KubeStore, RetryPolicy, SECRET_TYPE};
-use super::tests::{contract, sample_record};
-use super::*;
+use testkit::keystore::{contract, sample_record};
+use testkit::kube_apiserver::{FakeApiServer, Fault};
 
 const NS: &str = "kube-system";
 
@@ -366,7 +368,7 @@ async fn volume_list_reads_the_kube_store() {
             .unwrap();
     }
     let mut out = Vec::new();
-    crate::volume_cmd::list::print(&s, &mut out).await.unwrap();
+    csi::volume_cmd::list::print(&s, &mut out).await.unwrap();
     let text = String::from_utf8(out).unwrap();
     assert_eq!(
         text.lines().filter(|l| l.starts_with("pvc-op-")).count(),
