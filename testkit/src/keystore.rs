@@ -80,4 +80,3 @@ pub async fn contract(store: &dyn KeyStore) {
     store.delete(&other).await.unwrap();
     assert!(store.list().await.unwrap().is_empty());
 }
-

@@ -26,8 +26,9 @@ use csi::proto::volume_capability::access_mode::Mode;
 use tonic::transport::Channel;
 
 pub use testkit::peers;
-// The gate of every privileged test, one copy for dm's, the luks2 command's and these.
-pub use testkit::privileged::privileged;
+// The gate of every privileged test, one copy for dm's, the luks2 command's and these
+// (benches/stage_compare includes this file and calls testkit's gate itself).
+#[allow(unused_imports)]
 pub use testkit::require_privileged;
 
 pub const KEK: &str = "pvc-kek";

@@ -2,7 +2,6 @@
 //! and cryptsetup's tools recognise our mappings. Run by `scripts/vm-test`.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-
 use dm::{ActivateOptions, DeviceMapper, SectorSize};
 use testkit::vm::*;
 

@@ -3,7 +3,6 @@
 //! caller has open (not whatever a path names later). Run by `scripts/vm-test`.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Barrier};

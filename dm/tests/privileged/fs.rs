@@ -2,7 +2,6 @@
 //! cryptsetup opens them too. Run by `scripts/vm-test`.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-
 use dm::{ActivateOptions, DeviceMapper};
 use testkit::vm::*;
 

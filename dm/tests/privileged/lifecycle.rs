@@ -3,7 +3,6 @@
 //! list, and clean failure. Run by `scripts/vm-test`.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;

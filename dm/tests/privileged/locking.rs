@@ -4,12 +4,8 @@
 //! `luks2-cli/tests/privileged/locking.rs`. Run by `scripts/vm-test`.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-
 use std::fs::OpenOptions;
-use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use testkit::vm::*;
 

@@ -3,7 +3,6 @@
 //! Run by `scripts/vm-test`.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;

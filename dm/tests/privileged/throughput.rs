@@ -7,7 +7,6 @@
 //! `luks2-cli/tests/privileged/latency.rs`).
 #![allow(missing_docs, clippy::unwrap_used)]
 
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 

@@ -8,7 +8,6 @@
 //! for its duration. On a host where udev already runs, that daemon is used.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;

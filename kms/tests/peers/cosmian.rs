@@ -3,10 +3,9 @@
 //! KMIP implementation next to PyKMIP (`kmip.rs`), so that our codec is not tuned to one server.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-
+use super::kmip_cases::{self as cases, client, client_max, vol};
 use kms::{Dek, Kms, WrapMode};
 use testkit::peers::cosmian::{self, VERSION};
-use super::kmip_cases::{self as cases, client, client_max, vol};
 
 const NAME: &str = "cosmian";
 

@@ -1,12 +1,11 @@
 //! KMIP against a real PyKMIP 0.11 server on 127.0.0.1 (mutual TLS, ECDSA P-256 PKI made here).
 #![allow(clippy::unwrap_used, missing_docs)]
 
-
-use kms::{Dek, ErrorKind, Kms, KmsConfig, KmsType, WrapMode, WrappedKey};
 use super::kmip_cases::{self as cases, client, client_max, config, edit, vol};
+use super::wrap_err;
+use kms::{Dek, ErrorKind, Kms, KmsConfig, KmsType, WrapMode, WrappedKey};
 use testkit::peers::pki::ClientOpts;
 use testkit::peers::pykmip;
-use super::wrap_err;
 
 const NAME: &str = "pykmip";
 

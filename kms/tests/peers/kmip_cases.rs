@@ -12,7 +12,7 @@ use testkit::peers::pki::{Ca, ClientOpts, Leaf};
 use super::{wrap_err, wrap_random};
 
 /// Test time limits: connect 2 s, request 4 s.
-pub fn config(srv: &KmipServer, key: &str, leaf: &Leaf) -> KmsConfig {
+pub(crate) fn config(srv: &KmipServer, key: &str, leaf: &Leaf) -> KmsConfig {
     KmsConfig::new(
         KmsType::Kmip,
         &srv.endpoint(),
@@ -28,22 +28,22 @@ pub fn config(srv: &KmipServer, key: &str, leaf: &Leaf) -> KmsConfig {
 }
 
 /// A client as the default identity.
-pub fn client(srv: &KmipServer, key: &str) -> Kms {
+pub(crate) fn client(srv: &KmipServer, key: &str) -> Kms {
     Kms::new(&config(srv, key, &srv.client)).unwrap()
 }
 
 /// A client that negotiates at most KMIP `max`.
-pub fn client_max(srv: &KmipServer, key: &str, max: kms::kmip::ProtocolVersion) -> Kms {
+pub(crate) fn client_max(srv: &KmipServer, key: &str, max: kms::kmip::ProtocolVersion) -> Kms {
     let c = kms::kmip::KmipClient::new(&config(srv, key, &srv.client)).unwrap();
     Kms::Kmip(Box::new(c.with_max_version(max)))
 }
 
-pub fn vol(s: &str) -> VolumeId {
+pub(crate) fn vol(s: &str) -> VolumeId {
     VolumeId::new(s).unwrap()
 }
 
 /// The record with one JSON string field rewritten.
-pub fn edit(w: &WrappedKey, field: &str, f: impl Fn(&str) -> String) -> WrappedKey {
+pub(crate) fn edit(w: &WrappedKey, field: &str, f: impl Fn(&str) -> String) -> WrappedKey {
     let mut v: serde_json::Value = serde_json::from_str(&w.to_json()).unwrap();
     let old = v[field].as_str().unwrap().to_owned();
     v[field] = serde_json::Value::String(f(&old));
@@ -51,7 +51,7 @@ pub fn edit(w: &WrappedKey, field: &str, f: impl Fn(&str) -> String) -> WrappedK
 }
 
 /// Base64 text with the first decoded bit flipped.
-pub fn flip_b64(s: &str) -> String {
+pub(crate) fn flip_b64(s: &str) -> String {
     use base64::Engine as _;
     let e = base64::engine::general_purpose::STANDARD;
     let mut b = e.decode(s).unwrap();
@@ -61,7 +61,7 @@ pub fn flip_b64(s: &str) -> String {
 
 /// Wrap and unwrap (also after a JSON round trip), a fresh IV per wrap, and the ways a record
 /// goes wrong: copied to another volume, tampered ciphertext, IV and (GCM) tag.
-pub async fn round_trip_and_faults(kms: &Kms, expect: WrapMode, server: &str) {
+pub(crate) async fn round_trip_and_faults(kms: &Kms, expect: WrapMode, server: &str) {
     let dek = Dek::generate(64).unwrap();
     let w = kms.wrap(&dek, &vol("pvc-1")).await.unwrap();
     assert_eq!(w.mode(), expect, "{}", w.to_json());
@@ -88,13 +88,17 @@ pub async fn round_trip_and_faults(kms: &Kms, expect: WrapMode, server: &str) {
     }
 }
 
-pub async fn unknown_unique_identifier_is_not_found(srv: &KmipServer, uid: &str, server: &str) {
+pub(crate) async fn unknown_unique_identifier_is_not_found(
+    srv: &KmipServer,
+    uid: &str,
+    server: &str,
+) {
     let err = wrap_err(&client(srv, uid)).await;
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
     eprintln!("{server}, unknown uid: {err}");
 }
 
-pub async fn inactive_key_is_denied(srv: &KmipServer, server: &str) {
+pub(crate) async fn inactive_key_is_denied(srv: &KmipServer, server: &str) {
     let uid = srv.create_key(false);
     let err = wrap_err(&client(srv, &uid)).await;
     assert_eq!(err.kind(), ErrorKind::Denied, "{err}");
@@ -102,7 +106,7 @@ pub async fn inactive_key_is_denied(srv: &KmipServer, server: &str) {
     eprintln!("{server}, key not activated: {err}");
 }
 
-pub async fn client_certificate_from_another_ca_is_denied(srv: &KmipServer, server: &str) {
+pub(crate) async fn client_certificate_from_another_ca_is_denied(srv: &KmipServer, server: &str) {
     let uid = srv.create_key(true);
     let rogue = Ca::new("rogue CA").client(ClientOpts::default());
     let err = wrap_err(&Kms::new(&config(srv, &uid, &rogue)).unwrap()).await;
@@ -116,7 +120,7 @@ pub async fn client_certificate_from_another_ca_is_denied(srv: &KmipServer, serv
 }
 
 /// A certificate of the right CA for another subject: the key is not theirs.
-pub async fn key_of_another_owner_is_refused(srv: &KmipServer, server: &str) {
+pub(crate) async fn key_of_another_owner_is_refused(srv: &KmipServer, server: &str) {
     let uid = srv.create_key(true);
     let other = srv.ca.client(ClientOpts {
         cn: "someone-else",
@@ -132,7 +136,7 @@ pub async fn key_of_another_owner_is_refused(srv: &KmipServer, server: &str) {
 
 /// Frozen (SIGSTOP: the port stays open, nothing answers), then killed: `Unavailable`, within the
 /// 4 s request timeout and at once respectively.
-pub async fn server_stopped_mid_run_is_unavailable(srv: &mut KmipServer, server: &str) {
+pub(crate) async fn server_stopped_mid_run_is_unavailable(srv: &mut KmipServer, server: &str) {
     let uid = srv.create_key(true);
     let kms = client(srv, &uid);
     let w = wrap_random(&kms).await;

@@ -4,7 +4,6 @@
 //! plaintext, tag = zeros), so a record can be checked for the key it holds without a server.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -12,9 +11,9 @@ use std::time::Duration;
 use base64::Engine as _;
 use kms::kmip::ttlv::{self, Item, Value};
 use kms::{Dek, ErrorKind, Kms, KmsConfig, KmsType, Timeouts, VolumeId, WrappedKey};
-use testkit::peers::pki::{Ca, ClientOpts};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use testkit::peers::pki::{Ca, ClientOpts};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 

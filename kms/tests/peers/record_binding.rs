@@ -3,7 +3,6 @@
 //! configuration, and a mismatch fails with `Integrity` before any connection is made.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-
 use std::net::TcpListener;
 
 use kms::{ErrorKind, Kms, KmsConfig, KmsType, VolumeId, WrappedKey};

@@ -1,12 +1,11 @@
 //! Transit against a real OpenBao dev server on 127.0.0.1: every fault the driver must classify.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-
 use std::time::{Duration, Instant};
 
+use super::{wrap_err, wrap_random};
 use kms::{Dek, ErrorKind, Kms, KmsConfig, KmsType, Timeouts, VolumeId, WrapMode, WrappedKey};
 use testkit::peers::bao::{Bao, ROOT};
-use super::{wrap_err, wrap_random};
 use testkit::peers::secrets;
 
 const KEY: &str = "pvc-kek";

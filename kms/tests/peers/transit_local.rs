@@ -2,7 +2,6 @@
 //! a chunked answer, and that proxy environment variables are ignored (issue 9, items 3, 12).
 #![allow(clippy::unwrap_used, missing_docs)]
 
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;

@@ -5,7 +5,6 @@
 //! `--perf-*` flags, and exit codes. Run by `scripts/vm-test`.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-
 use std::path::Path;
 use std::process::Output;
 

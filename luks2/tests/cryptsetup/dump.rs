@@ -1,13 +1,13 @@
 //! What our parse and cryptsetup's `luksDump --dump-json-metadata` must agree on, shared by the
 //! validation and mutation tests.
 
-pub fn u64_of(v: &serde_json::Value) -> Option<u64> {
+pub(crate) fn u64_of(v: &serde_json::Value) -> Option<u64> {
     v.as_str().and_then(luks2::metadata::parse_u64_field)
 }
 
 /// Numbers as f64: json-c prints a double parsed from `2e+` as `2`, which reads back as an
 /// integer; the value is what must agree, not its spelling.
-pub fn numbers_as_f64(v: &serde_json::Value) -> serde_json::Value {
+pub(crate) fn numbers_as_f64(v: &serde_json::Value) -> serde_json::Value {
     match v {
         serde_json::Value::Number(n) => serde_json::json!(n.as_f64()),
         serde_json::Value::Array(a) => {
@@ -24,7 +24,7 @@ pub fn numbers_as_f64(v: &serde_json::Value) -> serde_json::Value {
 
 /// What both implementations must agree on after parsing: entry numbers, token contents,
 /// segment placement, digest bindings, config sizes, flags and requirements.
-pub fn projection(v: &serde_json::Value) -> serde_json::Value {
+pub(crate) fn projection(v: &serde_json::Value) -> serde_json::Value {
     let keys = |s: &str| {
         let mut k: Vec<String> = v[s]
             .as_object()

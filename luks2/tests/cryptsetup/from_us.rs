@@ -4,9 +4,6 @@
 //! appear in `cryptsetup token export`.
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
-
-use testkit::cryptsetup::{Scratch, cryptsetup};
-use testkit::fixtures::{open_rw, passphrase, run_cases};
 use luks2::crypto::HashAlgorithm;
 use luks2::crypto::calibrate::PbkdfOptions;
 use luks2::crypto::kdf::{Argon2Variant, KdfKind};
@@ -14,6 +11,8 @@ use luks2::format::FormatOptions;
 use luks2::keyslot::NewKeyslot;
 use luks2::metadata::{KeyslotId, Priority, TokenId};
 use luks2::{Luks2Device, Passphrase};
+use testkit::cryptsetup::{Scratch, cryptsetup};
+use testkit::fixtures::{open_rw, passphrase, run_cases};
 
 const MIB: u64 = 1024 * 1024;
 

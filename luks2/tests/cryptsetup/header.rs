@@ -3,13 +3,12 @@
 //! are accepted by cryptsetup.
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
-
-use testkit::cryptsetup::{Image, cryptsetup, run, run_ok};
 use luks2::header::{self, CopyStatus, RepairOutcome, binary::Copy};
 use luks2::io::Device;
 use luks2::metadata::{
     HDR_SIZES, Kdf, KdfParams, KeyslotId, SegmentId, SegmentKind, SegmentSize, TokenId,
 };
+use testkit::cryptsetup::{Image, cryptsetup, run, run_ok};
 
 const MIB: u64 = 1024 * 1024;
 

@@ -8,12 +8,11 @@
 //! `MUT_SEED=<u64> MUT_CASES=<n>` run a different or longer sequence (for hunting, not CI).
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
-
-use testkit::cryptsetup::{Image, cryptsetup, run};
 use super::dump::projection;
 use luks2::header::{self, binary};
 use luks2::io::MemDevice;
 use luks2::metadata::Metadata;
+use testkit::cryptsetup::{Image, cryptsetup, run};
 
 const HDR: usize = 16384;
 

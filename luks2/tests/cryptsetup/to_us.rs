@@ -6,11 +6,10 @@
 //! whole matrix runs in seconds; images are sparse files in a temporary directory.
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
-
-use testkit::cryptsetup::{Scratch, cryptsetup};
-use testkit::fixtures::{open_rw, passphrase, run_cases};
 use luks2::metadata::KeyslotId;
 use luks2::{ErrorKind, Luks2Device, Passphrase};
+use testkit::cryptsetup::{Scratch, cryptsetup};
+use testkit::fixtures::{open_rw, passphrase, run_cases};
 
 #[derive(Debug, Clone)]
 struct Case {

@@ -5,12 +5,11 @@
 //! case is about one copy), so cryptsetup cannot fall back to an untouched copy.
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
-
-use testkit::cryptsetup::{Image, cryptsetup, run, run_ok};
 use super::dump::projection;
 use luks2::header::{self, binary};
 use luks2::io::MemDevice;
 use serde_json::{Value, json};
+use testkit::cryptsetup::{Image, cryptsetup, run, run_ok};
 
 const MIB: u64 = 1024 * 1024;
 const HDR: u64 = 16384;

@@ -6,7 +6,6 @@
 //! copies one generation apart must not be able to fall back to the older copy.
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
-
 use luks2::crypto::calibrate::PbkdfOptions;
 use luks2::crypto::kdf::{Argon2Variant, KdfKind};
 use luks2::format::FormatOptions;

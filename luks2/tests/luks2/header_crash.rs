@@ -3,10 +3,9 @@
 //! implementations read as the old or the new header, never neither.
 #![allow(clippy::unwrap_used)]
 
-
-use testkit::cryptsetup::{Image, cryptsetup, run_ok};
 use luks2::header;
 use luks2::io::{FaultyDevice, MemDevice};
+use testkit::cryptsetup::{Image, cryptsetup, run_ok};
 
 fn label_of(dump: &str) -> String {
     dump.lines()
