@@ -155,6 +155,11 @@ impl FakeApiServer {
         self.lock().objects.len()
     }
 
+    /// Whether no object is stored.
+    pub fn is_empty(&self) -> bool {
+        self.lock().objects.is_empty()
+    }
+
     /// Requests seen so far ("METHOD path?query").
     pub fn requests(&self) -> Vec<String> {
         self.lock().log.clone()
