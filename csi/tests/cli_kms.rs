@@ -1,31 +1,16 @@
 //! `onmetal-csi-driver kms` end to end against a real OpenBao dev server on 127.0.0.1.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-#[path = "../../kms/tests/peers/mod.rs"]
-mod peers;
-
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
-use peers::bao::Bao;
+use testkit::cmd::try_run;
+use testkit::peers::{self, bao::Bao};
 
 const KEY: &str = "pvc-kek";
 
 fn run(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_onmetal-csi-driver"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // A command that fails before reading stdin (usage errors) closes it: not a test failure.
-    match child.stdin.take().unwrap().write_all(stdin) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-        other => other.unwrap(),
-    }
-    child.wait_with_output().unwrap()
+    try_run(env!("CARGO_BIN_EXE_onmetal-csi-driver"), args, Some(stdin))
 }
 
 fn kms_args<'a>(op: &'a str, bao: &'a Bao, dir: &'a Path, volume: Option<&'a str>) -> Vec<String> {

@@ -5,9 +5,6 @@
 //! changed during a run is never overwritten.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-#[path = "../../kms/tests/peers/mod.rs"]
-mod peers;
-
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
@@ -19,7 +16,7 @@ use csi::cli::volume::rewrap::{Kek, KeyService, Plan, Selection, Totals, execute
 use csi::keystore::{DirStore, KeyEntry, KeyStore, VolumeState};
 use csi::volume_id::VolumeId;
 use kms::{Dek, Kms, KmsConfig, KmsType, WrappedKey};
-use peers::bao::{Bao, ROOT};
+use testkit::peers::bao::{Bao, ROOT};
 
 const KEY: &str = "pvc-kek";
 const NEW_KEY: &str = "pvc-kek-2";

@@ -24,9 +24,10 @@
 //! `active_table`, keyring handling in `keyring`, the conversion from a parsed LUKS2 header in
 //! `luks2_volume` ([`CryptVolume::from_luks2`]), and the only `unsafe` code (raw
 //! `add_key`/`keyctl`/`mknod` calls and the table status ioctl) in `sys`. The `luks2` command's
-//! `open/close/resize/status` verbs are in `src/bin/luks2/mapping.rs`.
+//! `open/close/resize/status` verbs are in the `luks2-cli` crate (`src/mapping.rs`).
 //!
-//! Tests: the unit tests run anywhere. The privileged tests (`tests/vm_*.rs`: compatibility with
+//! Tests: the unit tests run anywhere. The privileged tests (`tests/privileged.rs`, one module per
+//! behaviour, mapped in `tests/README.md`: compatibility with
 //! cryptsetup, filesystems, resize, busy close, read-only, discards, udev, throughput, exclusive
 //! activation, status of inline-key mappings) need root
 //! and a kernel with device-mapper; `scripts/vm-test` runs them in a qemu VM with Debian's

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds Cosmian KMS (crates.io `cosmian_kms_server`) once and caches the binary, for the KMIP
-# interoperability tests in kms/tests/cosmian.rs. Cosmian KMS is BUSL-1.1: it is a test peer we
+# interoperability tests in kms/tests/peers/cosmian.rs. Cosmian KMS is BUSL-1.1: it is a test peer we
 # run next to our code, never a dependency, and nothing of it is committed.
 #
 # Facts that shape this script (Cosmian KMS 5.28.0, Debian 12):

@@ -483,7 +483,7 @@ fn main() -> Result<()> {
     );
     ensure!(
         opts.luks2.exists(),
-        "our luks2 command is not at {} (build it with `cargo build --release -p dm --bin luks2`, or pass --luks2)",
+        "our luks2 command is not at {} (build it with `cargo build --release -p luks2-cli --bin luks2`, or pass --luks2)",
         opts.luks2.display()
     );
     let dir = opts.dir.clone().unwrap_or_else(|| {

@@ -46,7 +46,8 @@ use anyhow::{Context, Result, bail, ensure};
 use csi::proto;
 use csi::proto::node_client::NodeClient;
 use csi::proto::volume_capability::{AccessMode, AccessType, MountVolume, access_mode::Mode};
-use vm_support::{Rig, peers};
+use testkit::peers;
+use vm_support::Rig;
 
 const GIB: u64 = 1 << 30;
 /// The driver's ext4 options (`csi/src/mount.rs`), used for the command flows too.
@@ -715,7 +716,7 @@ fn machine() -> String {
 fn main() -> Result<()> {
     let opts = parse_args()?;
     ensure!(
-        vm_support::privileged(),
+        testkit::privileged::privileged(),
         "needs root and device-mapper (run scripts/bench-stage)"
     );
     let started = Instant::now();

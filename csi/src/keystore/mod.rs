@@ -223,8 +223,4 @@ pub fn open_dir(spec: &str) -> Result<Option<DirStore>> {
 }
 
 #[cfg(test)]
-mod fake_apiserver;
-#[cfg(test)]
-mod kube_tests;
-#[cfg(test)]
 pub(crate) mod tests;

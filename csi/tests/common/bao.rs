@@ -1,14 +1,13 @@
-//! OpenBao for the csi host tests: the kms tests' dev-server helper (`kms/tests/peers`), set up
+//! OpenBao for the csi host tests: the dev-server helper of `testkit::peers`, set up
 //! as the user guide does (transit at `transit/`, one key, a token that may only encrypt and
 //! decrypt with it).
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
 use std::path::Path;
 
-#[path = "../../../kms/tests/peers/mod.rs"]
-pub mod peers;
+use testkit::peers;
 
-pub use peers::require;
+pub use testkit::peers::require;
 
 /// A running dev server with `key` and a policy token.
 pub struct Bao {

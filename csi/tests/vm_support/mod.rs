@@ -25,37 +25,11 @@ use csi::proto::node_client::NodeClient;
 use csi::proto::volume_capability::access_mode::Mode;
 use tonic::transport::Channel;
 
-#[path = "../../../kms/tests/peers/mod.rs"]
-pub mod peers;
-
-/// True when privileged tests can run here. Panics when they cannot but must (in the VM rig).
-pub fn privileged() -> bool {
-    let root = fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false);
-    let dm = match dm::DeviceMapper::new() {
-        Ok(_) => "ok".to_owned(),
-        Err(e) => e.to_string(),
-    };
-    if root && dm == "ok" {
-        return true;
-    }
-    let why = format!("root: {root}, device-mapper: {dm}");
-    if std::env::var("ONMETAL_VM_TEST").as_deref() == Ok("1") {
-        panic!("privileged test cannot run inside the VM rig ({why})");
-    }
-    eprintln!("SKIPPED: privileged test needs root and device-mapper ({why}); run scripts/vm-test");
-    false
-}
-
-#[macro_export]
-macro_rules! require_privileged {
-    () => {
-        if !vm_support::privileged() {
-            return;
-        }
-    };
-}
+pub use testkit::peers;
+// The gate of every privileged test, one copy for dm's, the luks2 command's and these
+// (benches/stage_compare includes this file and calls testkit's gate itself).
+#[allow(unused_imports)]
+pub use testkit::require_privileged;
 
 pub const KEK: &str = "pvc-kek";
 

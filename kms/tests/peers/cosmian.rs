@@ -1,89 +1,81 @@
-//! Cosmian KMS 5.28.0 (crates.io `cosmian_kms_server`, BUSL-1.1: a test peer only, never a
-//! dependency), serving KMIP over TLS with client certificates on 127.0.0.1. The binary is built
-//! and cached by `kms/tests/install-cosmian.sh` (about 17 minutes on 2 cores the first time).
+//! KMIP against a real Cosmian KMS 5.28.0 server on 127.0.0.1: TLS with client certificates,
+//! keys created by PyKMIP's client, our TTLV client wrapping and unwrapping. A second, unrelated
+//! KMIP implementation next to PyKMIP (`kmip.rs`), so that our codec is not tuned to one server.
+#![allow(clippy::unwrap_used, missing_docs)]
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use super::kmip_cases::{self as cases, client, client_max, vol};
+use kms::{Dek, Kms, WrapMode};
+use testkit::peers::cosmian::{self, VERSION};
 
-use super::kmip_cases::KmipServer;
-use super::{free_port, require};
+const NAME: &str = "cosmian";
 
-/// The version `install-cosmian.sh` builds; the cache path carries it.
-pub const VERSION: &str = "5.28.0";
-
-/// `$COSMIAN_KMS_BIN`, else the cached build `install-cosmian.sh` leaves in
-/// `${XDG_CACHE_HOME:-~/.cache}/onmetal-peers/cosmian_kms-<VERSION>/cosmian_kms`.
-pub fn binary() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("COSMIAN_KMS_BIN") {
-        return Some(PathBuf::from(p)).filter(|p| p.exists());
+#[tokio::test]
+async fn negotiates_kmip14_and_round_trips_with_gcm_over_mtls() {
+    let Some(srv) = cosmian::start() else { return };
+    let uid = srv.create_key(true);
+    let kms = client(&srv, &uid);
+    let Kms::Kmip(k) = &kms else { unreachable!() };
+    let version = k.protocol_version().await.unwrap();
+    eprintln!("Cosmian KMS {VERSION}: negotiated KMIP {version:?}");
+    assert_eq!(
+        version,
+        (1, 4),
+        "Cosmian offers KMIP 2.x and 1.x; ours tops at 1.4"
+    );
+    cases::round_trip_and_faults(&kms, WrapMode::KmipAesGcm, NAME).await;
+    for _ in 0..3 {
+        let rtt = kms.check().await.unwrap();
+        eprintln!("cosmian check round trip: {rtt:?}");
     }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    let p = cache
-        .join("onmetal-peers")
-        .join(format!("cosmian_kms-{VERSION}"))
-        .join("cosmian_kms");
-    p.exists().then_some(p)
 }
 
-/// Starts Cosmian KMS with an sqlite database, its KMIP socket server on TLS, and client
-/// certificates from our CA required (the certificate CN is the user).
-pub fn start() -> Option<KmipServer> {
-    let bin = require("Cosmian KMS 5.28.0 (built by install-cosmian.sh)", binary())?;
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    // rcgen writes PKCS#8 keys ("BEGIN PRIVATE KEY"), which is what Cosmian wants.
-    let (ca, client) = super::pki::issue_into(d, "onmetal test Cosmian CA", false);
-    for sub in ["db", "data", "tmp"] {
-        std::fs::create_dir(d.join(sub)).unwrap();
-    }
-    for _attempt in 0..3 {
-        let (port, http) = (free_port(), free_port());
-        let log = d.join(format!("cosmian-{port}.log"));
-        let mut cmd = Command::new(&bin);
-        cmd.args(["--database-type", "sqlite", "--sqlite-path"])
-            .arg(d.join("db"))
-            .arg("--root-data-path")
-            .arg(d.join("data"))
-            .arg("--tmp-path")
-            .arg(d.join("tmp"))
-            .args([
-                "--socket-server-start",
-                "--socket-server-hostname",
-                "127.0.0.1",
-            ])
-            .args(["--socket-server-port", &port.to_string()])
-            .args(["--hostname", "127.0.0.1", "--port", &http.to_string()])
-            .arg("--tls-cert-file")
-            .arg(d.join("server.crt"))
-            .arg("--tls-key-file")
-            .arg(d.join("server.key"))
-            .arg("--clients-ca-cert-file")
-            .arg(d.join("ca.crt"))
-            .args(["--rust-log", "info"])
-            // No config file from the host (/etc/cosmian/kms.toml) may take over.
-            .env("COSMIAN_KMS_CONF", d.join("absent.toml"))
-            .env("HOME", d)
-            .current_dir(d)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
-            .stderr(Stdio::from(
-                std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
-            ));
-        let mut proc = super::spawn(&mut cmd, log);
-        if proc.wait_listening(port, Duration::from_secs(60)) {
-            return Some(KmipServer {
-                proc,
-                port,
-                ca,
-                client,
-                dir,
-            });
-        }
-        eprintln!("cosmian_kms did not listen on {port}: {}", proc.log_text());
-        proc.kill();
-    }
-    panic!("Cosmian KMS did not start");
+#[tokio::test]
+async fn kmip12_cbc_round_trip_and_faults() {
+    let Some(srv) = cosmian::start() else { return };
+    let uid = srv.create_key(true);
+    let kms = client_max(&srv, &uid, (1, 2));
+    cases::round_trip_and_faults(&kms, WrapMode::KmipAesCbcPkcs5, NAME).await;
+    // A 1.4 client unwraps the 1.2 record: the record says how.
+    let dek = Dek::generate(32).unwrap();
+    let w = kms.wrap(&dek, &vol("v")).await.unwrap();
+    assert!(
+        client(&srv, &uid)
+            .unwrap(&w, &vol("v"))
+            .await
+            .unwrap()
+            .ct_eq(&dek)
+    );
+}
+
+#[tokio::test]
+async fn unknown_unique_identifier_is_not_found() {
+    let Some(srv) = cosmian::start() else { return };
+    let uid = "00000000-0000-0000-0000-000000000000";
+    cases::unknown_unique_identifier_is_not_found(&srv, uid, NAME).await;
+}
+
+#[tokio::test]
+async fn key_not_activated_is_denied() {
+    let Some(srv) = cosmian::start() else { return };
+    cases::inactive_key_is_denied(&srv, NAME).await;
+}
+
+#[tokio::test]
+async fn client_certificate_from_another_ca_is_denied() {
+    let Some(srv) = cosmian::start() else { return };
+    cases::client_certificate_from_another_ca_is_denied(&srv, NAME).await;
+}
+
+#[tokio::test]
+async fn key_of_another_owner_is_refused() {
+    let Some(srv) = cosmian::start() else { return };
+    cases::key_of_another_owner_is_refused(&srv, NAME).await;
+}
+
+#[tokio::test]
+async fn server_stopped_mid_run_is_unavailable_within_the_timeout() {
+    let Some(mut srv) = cosmian::start() else {
+        return;
+    };
+    cases::server_stopped_mid_run_is_unavailable(&mut srv, NAME).await;
 }

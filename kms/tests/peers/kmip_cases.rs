@@ -1,75 +1,18 @@
 //! What every KMIP server is tested for, written once and run against each real server
-//! (`tests/kmip.rs`: PyKMIP, `tests/cosmian.rs`: Cosmian KMS). Server-specific behaviour stays in
-//! those files.
+//! (`kmip.rs`: PyKMIP, `cosmian.rs`: Cosmian KMS). Server-specific behaviour stays in those
+//! files.
 
 use std::time::{Duration, Instant};
 
 use kms::{Dek, ErrorKind, Kms, KmsConfig, KmsType, Timeouts, VolumeId, WrapMode, WrappedKey};
 
-use super::pki::{Ca, ClientOpts, Leaf};
-use super::{Proc, wrap_err, wrap_random};
+use testkit::peers::kmip::KmipServer;
+use testkit::peers::pki::{Ca, ClientOpts, Leaf};
 
-/// A running KMIP server (PyKMIP or Cosmian KMS) with its PKI; `pykmip::start()` and
-/// `cosmian::start()` make one.
-pub struct KmipServer {
-    pub proc: Proc,
-    /// The KMIP (TTLV over TLS) port on 127.0.0.1.
-    pub port: u16,
-    pub ca: Ca,
-    /// The default client identity; it owns the keys `create_key` makes.
-    pub client: Leaf,
-    /// `ca.crt`, `server.*`, `client.*`, the server's state and logs.
-    pub dir: tempfile::TempDir,
-}
-
-impl KmipServer {
-    pub fn endpoint(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Creates an AES-256 key owned by the default client certificate, with PyKMIP's own client
-    /// over KMIP 1.2 (`kmip_admin.py`); returns its Unique Identifier.
-    pub fn create_key(&self, active: bool) -> String {
-        let d = self.dir.path();
-        // The workspace root is the parent of every crate (these helpers are shared by the kms
-        // and csi tests); PYTHON names the interpreter where `python3` on PATH is another one
-        // (the VM rig's guest PATH has no pyenv).
-        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../kms/tests/peers/kmip_admin.py");
-        let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
-        let mut cmd = std::process::Command::new(python);
-        cmd.arg(script)
-            .arg("127.0.0.1")
-            .arg(self.port.to_string())
-            .arg(d.join("client.crt"))
-            .arg(d.join("client.key"))
-            .arg(d.join("ca.crt"))
-            .arg("create");
-        if !active {
-            cmd.arg("--inactive");
-        }
-        let out = cmd.env("HOME", d).output().unwrap();
-        assert!(
-            out.status.success(),
-            "kmip_admin.py failed: {}\nserver log: {}",
-            String::from_utf8_lossy(&out.stderr),
-            self.proc.log_text()
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    }
-
-    /// The credentials Secret map for a client identity.
-    pub fn secrets_for(&self, leaf: &Leaf) -> std::collections::HashMap<String, String> {
-        super::secrets(&[
-            ("ca.crt", &self.ca.pem()),
-            ("tls.crt", &leaf.cert_pem),
-            ("tls.key", &leaf.key_pem),
-        ])
-    }
-}
+use super::{wrap_err, wrap_random};
 
 /// Test time limits: connect 2 s, request 4 s.
-pub fn config(srv: &KmipServer, key: &str, leaf: &Leaf) -> KmsConfig {
+pub(crate) fn config(srv: &KmipServer, key: &str, leaf: &Leaf) -> KmsConfig {
     KmsConfig::new(
         KmsType::Kmip,
         &srv.endpoint(),
@@ -85,22 +28,22 @@ pub fn config(srv: &KmipServer, key: &str, leaf: &Leaf) -> KmsConfig {
 }
 
 /// A client as the default identity.
-pub fn client(srv: &KmipServer, key: &str) -> Kms {
+pub(crate) fn client(srv: &KmipServer, key: &str) -> Kms {
     Kms::new(&config(srv, key, &srv.client)).unwrap()
 }
 
 /// A client that negotiates at most KMIP `max`.
-pub fn client_max(srv: &KmipServer, key: &str, max: kms::kmip::ProtocolVersion) -> Kms {
+pub(crate) fn client_max(srv: &KmipServer, key: &str, max: kms::kmip::ProtocolVersion) -> Kms {
     let c = kms::kmip::KmipClient::new(&config(srv, key, &srv.client)).unwrap();
     Kms::Kmip(Box::new(c.with_max_version(max)))
 }
 
-pub fn vol(s: &str) -> VolumeId {
+pub(crate) fn vol(s: &str) -> VolumeId {
     VolumeId::new(s).unwrap()
 }
 
 /// The record with one JSON string field rewritten.
-pub fn edit(w: &WrappedKey, field: &str, f: impl Fn(&str) -> String) -> WrappedKey {
+pub(crate) fn edit(w: &WrappedKey, field: &str, f: impl Fn(&str) -> String) -> WrappedKey {
     let mut v: serde_json::Value = serde_json::from_str(&w.to_json()).unwrap();
     let old = v[field].as_str().unwrap().to_owned();
     v[field] = serde_json::Value::String(f(&old));
@@ -108,7 +51,7 @@ pub fn edit(w: &WrappedKey, field: &str, f: impl Fn(&str) -> String) -> WrappedK
 }
 
 /// Base64 text with the first decoded bit flipped.
-pub fn flip_b64(s: &str) -> String {
+pub(crate) fn flip_b64(s: &str) -> String {
     use base64::Engine as _;
     let e = base64::engine::general_purpose::STANDARD;
     let mut b = e.decode(s).unwrap();
@@ -118,7 +61,7 @@ pub fn flip_b64(s: &str) -> String {
 
 /// Wrap and unwrap (also after a JSON round trip), a fresh IV per wrap, and the ways a record
 /// goes wrong: copied to another volume, tampered ciphertext, IV and (GCM) tag.
-pub async fn round_trip_and_faults(kms: &Kms, expect: WrapMode, server: &str) {
+pub(crate) async fn round_trip_and_faults(kms: &Kms, expect: WrapMode, server: &str) {
     let dek = Dek::generate(64).unwrap();
     let w = kms.wrap(&dek, &vol("pvc-1")).await.unwrap();
     assert_eq!(w.mode(), expect, "{}", w.to_json());
@@ -145,13 +88,17 @@ pub async fn round_trip_and_faults(kms: &Kms, expect: WrapMode, server: &str) {
     }
 }
 
-pub async fn unknown_unique_identifier_is_not_found(srv: &KmipServer, uid: &str, server: &str) {
+pub(crate) async fn unknown_unique_identifier_is_not_found(
+    srv: &KmipServer,
+    uid: &str,
+    server: &str,
+) {
     let err = wrap_err(&client(srv, uid)).await;
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
     eprintln!("{server}, unknown uid: {err}");
 }
 
-pub async fn inactive_key_is_denied(srv: &KmipServer, server: &str) {
+pub(crate) async fn inactive_key_is_denied(srv: &KmipServer, server: &str) {
     let uid = srv.create_key(false);
     let err = wrap_err(&client(srv, &uid)).await;
     assert_eq!(err.kind(), ErrorKind::Denied, "{err}");
@@ -159,7 +106,7 @@ pub async fn inactive_key_is_denied(srv: &KmipServer, server: &str) {
     eprintln!("{server}, key not activated: {err}");
 }
 
-pub async fn client_certificate_from_another_ca_is_denied(srv: &KmipServer, server: &str) {
+pub(crate) async fn client_certificate_from_another_ca_is_denied(srv: &KmipServer, server: &str) {
     let uid = srv.create_key(true);
     let rogue = Ca::new("rogue CA").client(ClientOpts::default());
     let err = wrap_err(&Kms::new(&config(srv, &uid, &rogue)).unwrap()).await;
@@ -173,7 +120,7 @@ pub async fn client_certificate_from_another_ca_is_denied(srv: &KmipServer, serv
 }
 
 /// A certificate of the right CA for another subject: the key is not theirs.
-pub async fn key_of_another_owner_is_refused(srv: &KmipServer, server: &str) {
+pub(crate) async fn key_of_another_owner_is_refused(srv: &KmipServer, server: &str) {
     let uid = srv.create_key(true);
     let other = srv.ca.client(ClientOpts {
         cn: "someone-else",
@@ -189,7 +136,7 @@ pub async fn key_of_another_owner_is_refused(srv: &KmipServer, server: &str) {
 
 /// Frozen (SIGSTOP: the port stays open, nothing answers), then killed: `Unavailable`, within the
 /// 4 s request timeout and at once respectively.
-pub async fn server_stopped_mid_run_is_unavailable(srv: &mut KmipServer, server: &str) {
+pub(crate) async fn server_stopped_mid_run_is_unavailable(srv: &mut KmipServer, server: &str) {
     let uid = srv.create_key(true);
     let kms = client(srv, &uid);
     let w = wrap_random(&kms).await;
