@@ -148,3 +148,54 @@ async fn open_takes_every_key_store_value() {
         assert!(e.message().contains("--key-store"), "{bad:?}: {e}");
     }
 }
+
+/// The dir store's lock is an `flock` that waits, and its writes fsync: a call does both on the
+/// blocking pool, never on a runtime worker (the same rule as the backend's
+/// `attach_waits_for_the_lock_off_the_runtime`). With the lock held elsewhere, the runtime's
+/// only thread must stay free.
+#[test]
+fn dir_store_waits_for_its_lock_off_the_runtime() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = DirStore::open(tmp.path()).unwrap();
+    // Another open file description of the lock file: create's flock waits for it.
+    let held = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(store.dir().join(".lock"))
+        .unwrap();
+    held.lock().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let s2 = store.clone();
+    let runtime = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let vol = VolumeId::parse("pvc-lock").unwrap();
+            let entry = KeyEntry {
+                record: sample_record(&vol, 1),
+                state: VolumeState::Pending,
+            };
+            let create = tokio::spawn(async move { s2.create(&vol, &entry).await });
+            // The create task runs first; it must yield while it waits for the lock.
+            tokio::task::yield_now().await;
+            tx.send(()).unwrap();
+            create.await.unwrap()
+        })
+    });
+    // A generous bound that only a blocked runtime thread exceeds.
+    let progressed = rx.recv_timeout(std::time::Duration::from_secs(30)).is_ok();
+    drop(held);
+    let res = runtime.join().unwrap();
+    assert!(
+        progressed,
+        "create held the runtime's only thread while it waited for the key store lock"
+    );
+    res.unwrap();
+    let vol = VolumeId::parse("pvc-lock").unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    assert!(rt.block_on(store.get(&vol)).unwrap().is_some());
+}
