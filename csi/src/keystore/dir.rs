@@ -180,7 +180,7 @@ impl DirStore {
         }
     }
 
-    fn list_now(&self) -> Result<Vec<(VolumeId, Stored)>, StoreError> {
+    fn list_now(&self) -> Result<Vec<(VolumeId, Result<Stored>)>, StoreError> {
         let rd = fs::read_dir(&self.dir)
             .map_err(|e| Error::io(format!("listing {}", self.dir.display()), e))?;
         let mut out = Vec::new();
@@ -193,8 +193,11 @@ impl DirStore {
             let Ok(volume) = VolumeId::parse(id) else {
                 continue;
             };
-            if let Some(stored) = self.read(&volume)? {
-                out.push((volume, stored));
+            match self.read(&volume) {
+                Ok(Some(stored)) => out.push((volume, Ok(stored))),
+                // Deleted since the directory was read.
+                Ok(None) => {}
+                Err(e) => out.push((volume, Err(e))),
             }
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -230,7 +233,7 @@ impl KeyStore for DirStore {
         off_runtime(move || s.delete_now(&volume)).await
     }
 
-    async fn list(&self) -> Result<Vec<(VolumeId, Stored)>, StoreError> {
+    async fn list(&self) -> Result<Vec<(VolumeId, Result<Stored>)>, StoreError> {
         let s = self.clone();
         off_runtime(move || s.list_now()).await
     }
