@@ -115,9 +115,10 @@ fn direct_io(path: &Path) -> bool {
 /// Runs a command, returns its stdout; a failure names the command and its stderr.
 pub(crate) fn run(cmd: &mut Command) -> Result<String> {
     let what = format!("{:?}", cmd.get_program());
-    let out = cmd
-        .output()
-        .map_err(|e| Error::io(format!("running {what}"), e))?;
+    let out = cmd.output().map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => Error::internal(format!("{what} is not installed: {e}")),
+        _ => Error::io(format!("running {what}"), e),
+    })?;
     if !out.status.success() {
         return Err(Error::internal(format!(
             "{what} {} failed ({}): {}",
