@@ -144,14 +144,11 @@ impl Error {
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(Kind::Unavailable, message)
     }
-    /// An I/O failure while doing `what`.
+    /// An I/O failure while doing `what`: `INTERNAL`, whatever the errno. CSI's `NOT_FOUND`
+    /// means "no such volume", which a missing file or program (mkfs.xfs, losetup) is not: a
+    /// caller for which a missing path means exactly that says so with [`Error::not_found`].
     pub fn io(what: impl fmt::Display, e: std::io::Error) -> Self {
-        let kind = match e.kind() {
-            std::io::ErrorKind::NotFound => Kind::NotFound,
-            std::io::ErrorKind::PermissionDenied => Kind::Internal,
-            _ => Kind::Internal,
-        };
-        Self::new(kind, format!("{what}: {e}"))
+        Self::new(Kind::Internal, format!("{what}: {e}"))
     }
 }
 
@@ -181,7 +178,17 @@ impl From<kms::Error> for Error {
 
 impl From<luks2::Error> for Error {
     fn from(e: luks2::Error) -> Self {
-        Error::new(Kind::Internal, format!("LUKS2: {e}")).with_source(e)
+        use luks2::ErrorKind as K;
+        let kind = match e.kind() {
+            // Another writer holds the device lock, or the header changed under us: retry.
+            K::Busy => Kind::Aborted,
+            // No usable LUKS2 header, or one using what we do not support (or may not write):
+            // the device's state, not a retry, decides.
+            K::WrongDevice | K::Unsupported => Kind::FailedPrecondition,
+            K::OutOfMemory => Kind::ResourceExhausted,
+            _ => Kind::Internal,
+        };
+        Error::new(kind, format!("LUKS2: {e}")).with_source(e)
     }
 }
 
@@ -217,6 +224,67 @@ mod tests {
         assert_eq!(
             code(kms::ErrorKind::InvalidConfig),
             tonic::Code::InvalidArgument
+        );
+    }
+
+    /// NOT_FOUND is CSI's "no such volume": a missing file or program (mkfs.xfs, losetup) is
+    /// never reported as one.
+    #[test]
+    fn a_missing_file_or_program_is_not_not_found() {
+        let enoent = || std::io::Error::from(std::io::ErrorKind::NotFound);
+        assert_eq!(
+            Error::io("running \"mkfs.xfs\"", enoent()).kind(),
+            Kind::Internal
+        );
+        assert_eq!(
+            Error::io("opening /dev/loop7", enoent()).kind(),
+            Kind::Internal
+        );
+        let e =
+            crate::backend::local::run(&mut std::process::Command::new("/nonexistent/mkfs.xfs"))
+                .unwrap_err();
+        assert_eq!(e.to_status().code(), tonic::Code::Internal, "{e}");
+        assert!(e.message().contains("mkfs.xfs"), "{e}");
+    }
+
+    #[test]
+    fn luks2_errors_map_by_kind() {
+        let code = |e: luks2::Error| Error::from(e).to_status().code();
+        assert_eq!(
+            code(luks2::Error::Busy("locked".into())),
+            tonic::Code::Aborted
+        );
+        assert_eq!(
+            code(luks2::Error::NotLuks2),
+            tonic::Code::FailedPrecondition
+        );
+        assert_eq!(
+            code(luks2::Error::header("segments", "overlap")),
+            tonic::Code::FailedPrecondition
+        );
+        assert_eq!(
+            code(luks2::Error::Unsupported("cipher".into())),
+            tonic::Code::FailedPrecondition
+        );
+        assert_eq!(
+            code(luks2::Error::ReadOnlyRequirements(vec!["x".into()])),
+            tonic::Code::FailedPrecondition
+        );
+        assert_eq!(
+            code(luks2::Error::OutOfMemory("argon2".into())),
+            tonic::Code::ResourceExhausted
+        );
+        assert_eq!(
+            code(luks2::Error::io(
+                "reading",
+                std::io::ErrorKind::NotFound.into()
+            )),
+            tonic::Code::Internal
+        );
+        assert_eq!(code(luks2::Error::BadPassphrase), tonic::Code::Internal);
+        assert_eq!(
+            code(luks2::Error::InvalidArgument("x".into())),
+            tonic::Code::Internal
         );
     }
 

@@ -581,3 +581,66 @@ fn metrics_and_json_logs() {
     }
     assert!(saw_volume, "{logs}");
 }
+
+/// A ListVolumes `starting_token` is only one this driver handed out (csi-sanity's "should fail
+/// when an invalid starting_token is passed" sends `invalid-token`): anything else is ABORTED,
+/// also a bare volume ID or an altered token. A token of ours stays valid when the volume it
+/// names is deleted between pages: the next page neither repeats nor skips a volume.
+#[test]
+fn list_volumes_refuses_tokens_it_did_not_make() {
+    let d = start();
+    let mut c = ControllerClient::new(d.ch.clone());
+    let rt = &d.rt;
+    for i in 0..4 {
+        rt.block_on(c.create_volume(create_req(&format!("sanity-tok-{i}"), 1 << 20)))
+            .unwrap();
+    }
+    let list = |c: &mut ControllerClient<Channel>, token: &str| {
+        rt.block_on(c.list_volumes(proto::ListVolumesRequest {
+            max_entries: 1,
+            starting_token: token.to_owned(),
+        }))
+    };
+    let first = list(&mut c, "").unwrap().into_inner();
+    let token = first.next_token.clone();
+    assert!(!token.is_empty());
+    let named = first.entries[0].volume.as_ref().unwrap().volume_id.clone();
+    let mut altered = token.clone();
+    altered.replace_range(..1, if token.starts_with('0') { "1" } else { "0" });
+    for bad in [
+        "invalid-token",
+        "sanity-tok-0",
+        named.as_str(),
+        altered.as_str(),
+        &token[..token.len() - 1],
+        &format!("{token}0"),
+    ] {
+        assert_eq!(code(list(&mut c, bad)), Code::Aborted, "{bad:?}");
+    }
+    // The volume the token names goes away between pages.
+    rt.block_on(c.delete_volume(proto::DeleteVolumeRequest {
+        volume_id: named.clone(),
+        ..Default::default()
+    }))
+    .unwrap();
+    let mut seen = vec![named];
+    let mut token = token;
+    while !token.is_empty() {
+        let page = list(&mut c, &token).unwrap().into_inner();
+        seen.extend(
+            page.entries
+                .into_iter()
+                .map(|e| e.volume.unwrap().volume_id),
+        );
+        token = page.next_token;
+    }
+    assert_eq!(
+        seen,
+        [
+            "sanity-tok-0",
+            "sanity-tok-1",
+            "sanity-tok-2",
+            "sanity-tok-3"
+        ]
+    );
+}

@@ -130,7 +130,7 @@ async fn versions(store: &DirStore) -> Vec<Option<u64>> {
         .await
         .unwrap()
         .iter()
-        .map(|(_, s)| s.entry.record.key_version())
+        .map(|(_, s)| s.as_ref().unwrap().entry.record.key_version())
         .collect()
 }
 

@@ -70,7 +70,12 @@ pub struct Restored {
 }
 
 fn open(device: &Path) -> Result<File> {
-    File::open(device).map_err(|e| Error::io(format!("opening {}", device.display()), e))
+    File::open(device).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            Error::not_found(format!("{} does not exist", device.display()))
+        }
+        _ => Error::io(format!("opening {}", device.display()), e),
+    })
 }
 
 /// Fails when `device` still has a valid LUKS2 header (at least one good copy): there is

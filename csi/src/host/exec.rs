@@ -18,9 +18,10 @@ pub async fn blocking<T: Send + 'static>(
 /// Runs a command, returns its stdout; a failure names the command and its stderr.
 pub fn run(cmd: &mut Command) -> Result<String> {
     let what = format!("{:?}", cmd.get_program());
-    let out = cmd
-        .output()
-        .map_err(|e| Error::io(format!("running {what}"), e))?;
+    let out = cmd.output().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::internal(format!("{what} is not installed: {e}")),
+        _ => Error::io(format!("running {what}"), e),
+    })?;
     if !out.status.success() {
         return Err(Error::internal(format!(
             "{what} {} failed ({}): {}",

@@ -104,19 +104,29 @@ fn revision_of(bytes: &[u8]) -> Revision {
     Revision(hex::encode(&Sha256::digest(bytes)[..12]))
 }
 
-#[async_trait]
-impl KeyStore for DirStore {
-    async fn create(&self, volume: &VolumeId, entry: &KeyEntry) -> Result<Revision, StoreError> {
-        let bytes = entry.to_json().into_bytes();
+/// Runs the store's blocking work (the wait for its `flock`, file writes, fsyncs, reads) on the
+/// blocking pool: with runtime workers parked on the lock, no other call, KMS answer or gRPC
+/// frame would make progress.
+async fn off_runtime<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::internal(format!("key store worker thread failed: {e}")))?
+}
+
+/// The blocking work of the [`KeyStore`] methods (run on the blocking pool, see below).
+impl DirStore {
+    fn create_now(&self, volume: &VolumeId, bytes: &[u8]) -> Result<Revision, StoreError> {
         let _lock = self.lock()?;
-        let tmp = self.write_temp(&bytes)?;
+        let tmp = self.write_temp(bytes)?;
         let path = self.path(volume);
         let linked = fs::hard_link(&tmp, &path);
         let _ = fs::remove_file(&tmp);
         match linked {
             Ok(()) => {
                 self.sync_dir()?;
-                Ok(revision_of(&bytes))
+                Ok(revision_of(bytes))
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match self.read(volume)? {
                 Some(existing) => Err(StoreError::Exists(Box::new(existing))),
@@ -129,17 +139,12 @@ impl KeyStore for DirStore {
         }
     }
 
-    async fn get(&self, volume: &VolumeId) -> Result<Option<Stored>, StoreError> {
-        Ok(self.read(volume)?)
-    }
-
-    async fn update(
+    fn update_now(
         &self,
         volume: &VolumeId,
-        entry: &KeyEntry,
+        bytes: &[u8],
         expected: &Revision,
     ) -> Result<Revision, StoreError> {
-        let bytes = entry.to_json().into_bytes();
         let _lock = self.lock()?;
         match self.read(volume)? {
             Some(cur) if &cur.revision == expected => {}
@@ -157,15 +162,15 @@ impl KeyStore for DirStore {
                 )));
             }
         }
-        let tmp = self.write_temp(&bytes)?;
+        let tmp = self.write_temp(bytes)?;
         let path = self.path(volume);
         fs::rename(&tmp, &path)
             .map_err(|e| Error::io(format!("replacing {}", path.display()), e))?;
         self.sync_dir()?;
-        Ok(revision_of(&bytes))
+        Ok(revision_of(bytes))
     }
 
-    async fn delete(&self, volume: &VolumeId) -> Result<(), StoreError> {
+    fn delete_now(&self, volume: &VolumeId) -> Result<(), StoreError> {
         let _lock = self.lock()?;
         let path = self.path(volume);
         match fs::remove_file(&path) {
@@ -175,7 +180,7 @@ impl KeyStore for DirStore {
         }
     }
 
-    async fn list(&self) -> Result<Vec<(VolumeId, Stored)>, StoreError> {
+    fn list_now(&self) -> Result<Vec<(VolumeId, Result<Stored>)>, StoreError> {
         let rd = fs::read_dir(&self.dir)
             .map_err(|e| Error::io(format!("listing {}", self.dir.display()), e))?;
         let mut out = Vec::new();
@@ -188,11 +193,48 @@ impl KeyStore for DirStore {
             let Ok(volume) = VolumeId::parse(id) else {
                 continue;
             };
-            if let Some(stored) = self.read(&volume)? {
-                out.push((volume, stored));
+            match self.read(&volume) {
+                Ok(Some(stored)) => out.push((volume, Ok(stored))),
+                // Deleted since the directory was read.
+                Ok(None) => {}
+                Err(e) => out.push((volume, Err(e))),
             }
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
+    }
+}
+
+#[async_trait]
+impl KeyStore for DirStore {
+    async fn create(&self, volume: &VolumeId, entry: &KeyEntry) -> Result<Revision, StoreError> {
+        let (s, volume, bytes) = (self.clone(), volume.clone(), entry.to_json().into_bytes());
+        off_runtime(move || s.create_now(&volume, &bytes)).await
+    }
+
+    async fn get(&self, volume: &VolumeId) -> Result<Option<Stored>, StoreError> {
+        let (s, volume) = (self.clone(), volume.clone());
+        off_runtime(move || Ok(s.read(&volume)?)).await
+    }
+
+    async fn update(
+        &self,
+        volume: &VolumeId,
+        entry: &KeyEntry,
+        expected: &Revision,
+    ) -> Result<Revision, StoreError> {
+        let (s, volume, bytes) = (self.clone(), volume.clone(), entry.to_json().into_bytes());
+        let expected = expected.clone();
+        off_runtime(move || s.update_now(&volume, &bytes, &expected)).await
+    }
+
+    async fn delete(&self, volume: &VolumeId) -> Result<(), StoreError> {
+        let (s, volume) = (self.clone(), volume.clone());
+        off_runtime(move || s.delete_now(&volume)).await
+    }
+
+    async fn list(&self) -> Result<Vec<(VolumeId, Result<Stored>)>, StoreError> {
+        let s = self.clone();
+        off_runtime(move || s.list_now()).await
     }
 }

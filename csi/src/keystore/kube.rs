@@ -459,7 +459,7 @@ impl KeyStore for KubeStore {
         }
     }
 
-    async fn list(&self) -> Result<Vec<(VolumeId, Stored)>, StoreError> {
+    async fn list(&self) -> Result<Vec<(VolumeId, Result<Stored>)>, StoreError> {
         let what = format!("list Secrets in {}", self.namespace);
         let mut out = Vec::new();
         let mut token: Option<String> = None;
@@ -487,7 +487,8 @@ impl KeyStore for KubeStore {
                 let Ok(volume) = VolumeId::parse(id) else {
                     continue;
                 };
-                out.push((volume.clone(), parse_secret(&volume, secret)?));
+                let entry = parse_secret(&volume, secret);
+                out.push((volume, entry));
             }
             token = page.metadata.continue_.filter(|t| !t.is_empty());
             if token.is_none() {

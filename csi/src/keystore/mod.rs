@@ -141,8 +141,11 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
     ) -> Result<Revision, StoreError>;
     /// Deletes the entry; a missing entry is success.
     async fn delete(&self, volume: &VolumeId) -> Result<(), StoreError>;
-    /// Every entry (operator commands only: the driver itself never lists).
-    async fn list(&self) -> Result<Vec<(VolumeId, Stored)>, StoreError>;
+    /// Every entry, in volume order (operator commands only: the driver itself never lists).
+    /// An entry that cannot be read or is not a valid record (edited, of another Secret type, a
+    /// state this version does not know) is an `Err` in its place, so that one bad entry hides
+    /// no other; the outer error is the store itself failing (unreachable, not listable).
+    async fn list(&self) -> Result<Vec<(VolumeId, Result<Stored>)>, StoreError>;
 }
 
 /// The serialized form shared by the stores: `{"state":"formatted","record":{...}}`.

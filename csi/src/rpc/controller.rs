@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 use tracing::info;
 
@@ -28,6 +29,38 @@ impl ControllerService {
     pub fn new(driver: Arc<Driver>) -> Self {
         ControllerService { driver }
     }
+}
+
+/// The ListVolumes `next_token` after a page ending with volume `last`: `<last>.<check>`, the
+/// check being 16 hex digits of SHA-256 over a fixed label and the ID. Only such a token is
+/// accepted as `starting_token` ([`token_position`]); the check is no secret (a forged token is
+/// only a position), it tells the driver's tokens from any other string, which the CSI spec
+/// answers with ABORTED. A token stays valid when its volume is deleted: paging is by position.
+fn page_token(last: &VolumeId) -> String {
+    format!("{last}.{}", token_check(last))
+}
+
+fn token_check(id: &VolumeId) -> String {
+    let mut h = Sha256::new();
+    h.update(b"onmetal-csi ListVolumes token\0");
+    h.update(id.as_str().as_bytes());
+    hex::encode(&h.finalize()[..8])
+}
+
+/// The volume ID a `starting_token` made by [`page_token`] names; ABORTED for any other string.
+fn token_position(token: &str) -> Result<VolumeId> {
+    let invalid = || {
+        Error::new(
+            Kind::Aborted,
+            format!("starting_token {token:?} is not a token this driver handed out"),
+        )
+    };
+    let (id, check) = token.rsplit_once('.').ok_or_else(invalid)?;
+    let id = VolumeId::parse(id).map_err(|_| invalid())?;
+    if check != token_check(&id) {
+        return Err(invalid());
+    }
+    Ok(id)
 }
 
 fn known(id: &str) -> Result<VolumeId> {
@@ -115,8 +148,9 @@ impl Controller for ControllerService {
         let r = req.into_inner();
         let d = Arc::clone(&self.driver);
         call("ListVolumes", "", async move {
-            // Volumes in ID order; a token is the last ID of the previous page, so deleting
-            // or adding volumes between pages neither repeats nor breaks anything.
+            // Volumes in ID order; a token names the last ID of the previous page (see
+            // `page_token`), so deleting or adding volumes between pages neither repeats nor
+            // breaks anything.
             let all = d.backend.list().await?;
             if r.max_entries < 0 {
                 return Err(Error::invalid("max_entries must not be negative"));
@@ -124,12 +158,7 @@ impl Controller for ControllerService {
             let after = if r.starting_token.is_empty() {
                 None
             } else {
-                Some(VolumeId::parse(&r.starting_token).map_err(|_| {
-                    Error::new(
-                        Kind::Aborted,
-                        format!("starting_token {:?} is not valid", r.starting_token),
-                    )
-                })?)
+                Some(token_position(&r.starting_token)?)
             };
             let max = if r.max_entries == 0 {
                 usize::MAX
@@ -143,7 +172,7 @@ impl Controller for ControllerService {
             let more = rest.len() > max;
             let page: Vec<_> = rest.into_iter().take(max).collect();
             let next = if more {
-                page.last().map(|v| v.id.to_string()).unwrap_or_default()
+                page.last().map(|v| page_token(&v.id)).unwrap_or_default()
             } else {
                 String::new()
             };

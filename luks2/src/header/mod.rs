@@ -559,10 +559,14 @@ pub enum RepairOutcome {
 }
 
 /// Rewrites a bad or stale header copy from the good one (same JSON bytes and seqid, fresh salt),
-/// under the device lock. Fails if neither copy is valid.
+/// under the device lock. Fails if neither copy is valid, and refuses a header with mandatory
+/// requirements ([`Error::ReadOnlyRequirements`]: an online reencryption in progress, a feature
+/// we do not know), whether a copy needs repair or not, without writing: cryptsetup's `repair`
+/// fails for it too (exit 1).
 pub fn repair<D: Device + ?Sized>(dev: &mut D) -> Result<RepairOutcome> {
     with_exclusive_lock(dev, |dev| {
         let loaded = load_unprobed(&*dev)?;
+        loaded.header.metadata.ensure_writable()?;
         if !loaded.report.needs_repair() {
             return Ok(RepairOutcome::NothingToDo);
         }

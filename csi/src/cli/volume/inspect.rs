@@ -467,7 +467,10 @@ fn text(r: &Report) -> String {
 /// Runs `volume inspect`.
 pub fn run(a: InspectArgs) -> Result<()> {
     let shown = a.device.display().to_string();
-    let f = File::open(&a.device).map_err(|e| Error::io(format!("opening {shown}"), e))?;
+    let f = File::open(&a.device).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::not_found(format!("{shown} does not exist")),
+        _ => Error::io(format!("opening {shown}"), e),
+    })?;
     let size = f
         .size()
         .map_err(|e| Error::io(format!("reading the size of {shown}"), e))?;

@@ -23,10 +23,15 @@ pub async fn run(args: &ListArgs, out: &mut dyn Write) -> Result<()> {
 }
 
 /// Prints every record of `store`: volume id, KMS type, endpoint, key id, key version (Transit),
-/// state and creation time. The ciphertext is never printed.
+/// state and creation time. The ciphertext is never printed. A record that cannot be read gets
+/// an error line `<volume>: ERROR: <why>` after the table, and the command fails once all is
+/// printed.
 pub async fn print(store: &dyn KeyStore, out: &mut dyn Write) -> Result<()> {
     let entries = store.list().await.map_err(Error::from)?;
-    let rows: Vec<[String; 7]> = entries.iter().map(row).collect();
+    let rows: Vec<[String; 7]> = entries
+        .iter()
+        .filter_map(|(v, s)| s.as_ref().ok().map(|s| row(v, s)))
+        .collect();
     let header = [
         "VOLUME", "KMS", "ENDPOINT", "KEY", "VERSION", "STATE", "CREATED",
     ]
@@ -47,12 +52,31 @@ pub async fn print(store: &dyn KeyStore, out: &mut dyn Write) -> Result<()> {
         text.push_str(cells.join("  ").trim_end());
         text.push('\n');
     }
-    text.push_str(&format!("{} encrypted volume(s)\n", rows.len()));
+    let mut bad = 0;
+    for (volume, e) in entries
+        .iter()
+        .filter_map(|(v, s)| s.as_ref().err().map(|e| (v, e)))
+    {
+        bad += 1;
+        let why = e.display_chain().replace(['\n', '\r'], " ");
+        text.push_str(&format!("{volume}: ERROR: {why}\n"));
+    }
+    text.push_str(&format!("{} encrypted volume(s)", rows.len()));
+    if bad > 0 {
+        text.push_str(&format!(", {bad} unreadable record(s)"));
+    }
+    text.push('\n');
     out.write_all(text.as_bytes())
-        .map_err(|e| Error::io("writing to stdout", e))
+        .map_err(|e| Error::io("writing to stdout", e))?;
+    if bad > 0 {
+        return Err(Error::precondition(format!(
+            "{bad} wrapped-key record(s) could not be read (listed above)"
+        )));
+    }
+    Ok(())
 }
 
-fn row((volume, stored): &(VolumeId, Stored)) -> [String; 7] {
+fn row(volume: &VolumeId, stored: &Stored) -> [String; 7] {
     let r = &stored.entry.record;
     [
         volume.to_string(),

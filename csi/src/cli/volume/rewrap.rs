@@ -13,7 +13,8 @@
 //! volume is independent: the run prints one line per volume and the totals, returns the
 //! totals (the command exits non-zero if any volume failed), and running it again resumes —
 //! done volumes are reported as current. Records naming another KMS or KEK are skipped with
-//! `--all` and an error with `--volume-id`.
+//! `--all` and an error with `--volume-id`; a record that cannot be read counts as failed, and
+//! the others are processed.
 //!
 //! The LUKS2 token of a rewrapped volume still holds the old record until the volume's next
 //! stage, which refreshes it from the store (`node::stage`).
@@ -174,15 +175,15 @@ pub async fn execute(
     plan: &Plan<'_>,
     out: &mut dyn Write,
 ) -> Result<Totals> {
-    let entries: Vec<(VolumeId, Option<Stored>)> = match selection {
-        Selection::One(v) => vec![(v.clone(), store.get(v).await.map_err(Error::from)?)],
-        Selection::All => store
-            .list()
-            .await
-            .map_err(Error::from)?
-            .into_iter()
-            .map(|(v, s)| (v, Some(s)))
-            .collect(),
+    let entries: Vec<(VolumeId, Result<Stored>)> = match selection {
+        Selection::One(v) => {
+            let stored = store.get(v).await.map_err(Error::from)?;
+            vec![(
+                v.clone(),
+                stored.ok_or_else(|| Error::not_found("no wrapped-key record")),
+            )]
+        }
+        Selection::All => store.list().await.map_err(Error::from)?,
     };
     let mut totals = Totals::default();
     let write = |out: &mut dyn Write, line: String| {
@@ -192,8 +193,8 @@ pub async fn execute(
     };
     for (volume, stored) in entries {
         let outcome = match stored {
-            None => Outcome::Failed("no wrapped-key record".to_owned()),
-            Some(stored) => one(store, &volume, stored, selection, plan).await,
+            Err(e) => Outcome::Failed(e.display_chain()),
+            Ok(stored) => one(store, &volume, stored, selection, plan).await,
         };
         let line = match outcome {
             Outcome::Rewrapped(m) => {
