@@ -1,16 +1,24 @@
-//! `deploy/`: the kustomize manifests render (`kubectl kustomize`), every object validates
-//! against the Kubernetes OpenAPI schemas of the oldest and newest Kubernetes versions we support
-//! (`kubernetes-validate --strict`, PyPI; `deploy/install-test-tools.sh` installs it), every
-//! object parses into its `k8s-openapi` type and back without losing a field, the RBAC grants
-//! exactly the Secret verbs of issue 11, and the objects are what the issue lists.
+//! `deploy/`: the kustomize manifests render (`kubectl kustomize`), alone and with the
+//! key-namespace component; every object validates against the Kubernetes OpenAPI schemas of the
+//! oldest and newest Kubernetes versions we support (`kubernetes-validate --strict`, PyPI;
+//! `deploy/install-test-tools.sh` installs it), every object parses into its `k8s-openapi` type
+//! and back without losing a field, the RBAC grants exactly the Secret verbs the driver calls,
+//! the ValidatingAdmissionPolicy's CEL expressions (evaluated with the `cel` crate) admit the
+//! key store's writes and refuse every other Secret write of the driver's ServiceAccounts, and
+//! the objects are what issue 11 lists.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{Container, PersistentVolumeClaim, PodSpec, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    Container, Namespace, PersistentVolumeClaim, PodSpec, ServiceAccount,
+};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
 use serde::Serialize;
@@ -23,6 +31,9 @@ const NEWEST: &str = "1.37.0";
 const NS: &str = "kube-system";
 const CONTROLLER_SA: &str = "onmetal-csi-controller";
 const NODE_SA: &str = "onmetal-csi-node";
+/// The namespace of the wrapped-key Secrets in the hardened alternative
+/// (deploy/components/key-namespace).
+const KEY_NS: &str = "onmetal-csi-keys";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -50,20 +61,63 @@ fn have(tool: &str, args: &[&str]) -> bool {
 
 /// `kubectl kustomize deploy/`, or `None` (skipped) without kubectl.
 fn render() -> Option<String> {
+    render_dir(&repo().join("deploy"))
+}
+
+/// `kubectl kustomize DIR`, or `None` (skipped) without kubectl.
+fn render_dir(dir: &Path) -> Option<String> {
     if !have("kubectl", &["version", "--client"]) {
         return None;
     }
     let out = Command::new("kubectl")
         .arg("kustomize")
-        .arg(repo().join("deploy"))
+        .arg(dir)
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "kubectl kustomize deploy/ failed: {}",
+        "kubectl kustomize {} failed: {}",
+        dir.display(),
         String::from_utf8_lossy(&out.stderr)
     );
     Some(String::from_utf8(out.stdout).unwrap())
+}
+
+/// The overlay deploy/README.md tells users to write for the hardened alternative: deploy/
+/// with the key-namespace component. kustomize wants relative paths and refuses an overlay
+/// inside the base's folder, so it goes under the target directory.
+fn render_hardened() -> Option<String> {
+    let overlay = Path::new(env!("CARGO_TARGET_TMPDIR")).join("deploy-hardened");
+    std::fs::create_dir_all(&overlay).unwrap();
+    let deploy = relative(&overlay, &repo().join("deploy"));
+    std::fs::write(
+        overlay.join("kustomization.yaml"),
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\n\
+             kind: Kustomization\n\
+             resources:\n  - {deploy}\n\
+             components:\n  - {deploy}/components/key-namespace\n"
+        ),
+    )
+    .unwrap();
+    render_dir(&overlay)
+}
+
+/// `to` relative to the directory `from` (both absolute).
+fn relative(from: &Path, to: &Path) -> String {
+    let (from, to) = (
+        std::fs::canonicalize(from).unwrap(),
+        std::fs::canonicalize(to).unwrap(),
+    );
+    let (from, to): (Vec<_>, Vec<_>) = (from.components().collect(), to.components().collect());
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut parts: Vec<String> = vec!["..".into(); from.len() - common];
+    parts.extend(
+        to[common..]
+            .iter()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
+    );
+    parts.join("/")
 }
 
 fn objects(yaml: &str) -> Vec<Value> {
@@ -113,6 +167,13 @@ fn parse_typed(o: &Value) {
     let kind = o["kind"].as_str().unwrap_or_default();
     match (api, kind) {
         ("v1", "ServiceAccount") => round_trip::<ServiceAccount>(o),
+        ("v1", "Namespace") => round_trip::<Namespace>(o),
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy") => {
+            round_trip::<ValidatingAdmissionPolicy>(o)
+        }
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding") => {
+            round_trip::<ValidatingAdmissionPolicyBinding>(o)
+        }
         ("v1", "PersistentVolumeClaim") => round_trip::<PersistentVolumeClaim>(o),
         ("apps/v1", "Deployment") => round_trip::<Deployment>(o),
         ("apps/v1", "DaemonSet") => round_trip::<DaemonSet>(o),
@@ -138,13 +199,16 @@ fn find<'a>(objs: &'a [Value], kind: &str, name: &str) -> &'a Value {
 fn manifests_render_and_validate_for_the_oldest_and_newest_kubernetes() {
     let Some(yaml) = render() else { return };
     assert!(objects(&yaml).len() >= 10);
+    let hardened = render_hardened().unwrap();
     if !have("kubernetes-validate", &["--version"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let rendered = dir.path().join("rendered.yaml");
     std::fs::write(&rendered, &yaml).unwrap();
-    let mut files = vec![rendered];
+    let rendered_hardened = dir.path().join("rendered-hardened.yaml");
+    std::fs::write(&rendered_hardened, &hardened).unwrap();
+    let mut files = vec![rendered, rendered_hardened];
     files.extend(examples().into_iter().map(|(p, _)| p));
     for version in [OLDEST, NEWEST] {
         let out = Command::new("kubernetes-validate")
@@ -164,8 +228,11 @@ fn manifests_render_and_validate_for_the_oldest_and_newest_kubernetes() {
 #[test]
 fn every_object_parses_into_its_k8s_openapi_type() {
     let Some(yaml) = render() else { return };
-    for o in objects(&yaml) {
-        parse_typed(&o);
+    for o in objects(&yaml)
+        .iter()
+        .chain(&objects(&render_hardened().unwrap()))
+    {
+        parse_typed(o);
     }
     for (path, text) in examples() {
         for o in objects(&text) {
@@ -175,8 +242,9 @@ fn every_object_parses_into_its_k8s_openapi_type() {
     }
 }
 
-/// Every ServiceAccount → the Secret verbs its bindings grant, and the rules of every role.
-fn secret_grants(objs: &[Value]) -> BTreeMap<String, BTreeSet<String>> {
+/// Every ServiceAccount → the Secret verbs its bindings grant (only through Roles in
+/// `secret_ns`), and the rules of every role.
+fn secret_grants(objs: &[Value], secret_ns: &str) -> BTreeMap<String, BTreeSet<String>> {
     let rules_of = |kind: &str, name: &str| -> Vec<PolicyRule> {
         let o = find(objs, kind, name);
         match kind {
@@ -205,7 +273,11 @@ fn secret_grants(objs: &[Value]) -> BTreeMap<String, BTreeSet<String>> {
             assert_eq!(s.namespace.as_deref(), Some(NS));
             let verbs = out.entry(s.name.clone()).or_default();
             for r in rules.iter().filter(|r| grants_secrets(r)) {
-                assert_eq!(binding_ns, Some(NS), "Secrets only through Roles in {NS}");
+                assert_eq!(
+                    binding_ns,
+                    Some(secret_ns),
+                    "Secrets only through Roles in {secret_ns}"
+                );
                 verbs.extend(r.verbs.iter().cloned());
             }
         }
@@ -231,11 +303,19 @@ fn secret_grants(objs: &[Value]) -> BTreeMap<String, BTreeSet<String>> {
 }
 
 #[test]
-fn rbac_grants_exactly_the_secret_verbs_of_the_issue() {
+fn rbac_grants_exactly_the_secret_verbs_the_driver_calls() {
     let Some(yaml) = render() else { return };
-    let objs = objects(&yaml);
+    check_rbac(&objects(&yaml), NS);
+    // The hardened alternative: the same grants, in the key namespace only.
+    check_rbac(&objects(&render_hardened().unwrap()), KEY_NS);
+}
+
+/// No wildcards, no ClusterRole with Secrets; the node may get, create and update Secrets, the
+/// controller only delete them (controller::delete -> KubeStore::delete, which reads nothing),
+/// both only in `secret_ns`; nobody else.
+fn check_rbac(objs: &[Value], secret_ns: &str) {
     // No wildcards, no aggregation, no ClusterRole that names Secrets.
-    for o in &objs {
+    for o in objs {
         let kind = o["kind"].as_str().unwrap_or_default();
         if kind != "Role" && kind != "ClusterRole" {
             continue;
@@ -261,14 +341,15 @@ fn rbac_grants_exactly_the_secret_verbs_of_the_issue() {
                 assert!(!secrets, "{}: a ClusterRole grants Secrets", id(o));
             }
             if kind == "Role" {
-                assert_eq!(o["metadata"]["namespace"], NS, "{}", id(o));
+                let ns = if secrets { secret_ns } else { NS };
+                assert_eq!(o["metadata"]["namespace"], ns, "{}", id(o));
             }
         }
     }
-    let grants = secret_grants(&objs);
+    let grants = secret_grants(objs, secret_ns);
     let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
     assert_eq!(grants[NODE_SA], set(&["get", "create", "update"]));
-    assert_eq!(grants[CONTROLLER_SA], set(&["get", "delete"]));
+    assert_eq!(grants[CONTROLLER_SA], set(&["delete"]));
     assert_eq!(
         grants.keys().collect::<Vec<_>>(),
         [CONTROLLER_SA, NODE_SA],
@@ -412,4 +493,372 @@ fn the_containerfile_builds_the_driver_on_debian_slim_without_cryptsetup() {
         );
     }
     assert!(runtime.contains("onmetal-csi-driver"));
+}
+
+#[test]
+fn the_key_namespace_component_moves_only_the_key_roles_and_the_flag() {
+    let Some(base) = render() else { return };
+    let base = objects(&base);
+    let mut hardened = objects(&render_hardened().unwrap());
+    let ns = find(&hardened, "Namespace", KEY_NS).clone();
+    parse_typed(&ns);
+    hardened.retain(|o| *o != ns);
+    // Undo exactly what the component is meant to change; the rest must be deploy/ as is.
+    let mut moved = BTreeSet::new();
+    for o in &mut hardened {
+        let kind = o["kind"].as_str().unwrap_or_default().to_owned();
+        let name = o["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if (kind == "Role" || kind == "RoleBinding") && name.ends_with("-keys") {
+            assert_eq!(o["metadata"]["namespace"], KEY_NS, "{}", id(o));
+            o["metadata"]["namespace"] = NS.into();
+            moved.insert(id(o));
+        }
+        if kind == "Deployment" || kind == "DaemonSet" {
+            let containers = o["spec"]["template"]["spec"]["containers"]
+                .as_array_mut()
+                .unwrap();
+            let driver = containers
+                .iter_mut()
+                .find(|c| c["name"] == "onmetal-csi-driver")
+                .unwrap();
+            let flag = driver["args"]
+                .as_array_mut()
+                .unwrap()
+                .iter_mut()
+                .find(|a| a.as_str().unwrap().starts_with("--key-namespace="))
+                .unwrap();
+            assert_eq!(*flag, format!("--key-namespace={KEY_NS}"), "{name}");
+            *flag = format!("--key-namespace={NS}").into();
+            moved.insert(id(o));
+        }
+    }
+    assert_eq!(moved.len(), 6, "{moved:?}");
+    // (kustomize orders by namespace too: compare as sets)
+    let sorted = |v: &[Value]| {
+        let mut v: Vec<String> = v.iter().map(Value::to_string).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(sorted(&hardened), sorted(&base));
+}
+
+// ---- The admission policy on the driver's Secret writes (deploy/admission-key-secrets.yaml) ---
+
+const POLICY: &str = "onmetal-csi-key-secrets";
+
+/// What the API server would do with one request under the policy.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// The policy does not apply (resource, operation or a match condition).
+    NotMatched,
+    Admitted,
+    /// A validation evaluated to false (its message).
+    Refused(String),
+    /// A match condition or validation could not be evaluated (failurePolicy decides).
+    Error(String),
+}
+
+/// Evaluates one CEL expression of the policy with the variables Kubernetes binds for a
+/// ValidatingAdmissionPolicy without params: `request`, `object`, `oldObject`. The expression
+/// is not type-checked as the API server does (against the Secret schema); an expression using
+/// anything else (`params`, `authorizer`, `variables`, `namespaceObject`) fails to evaluate and
+/// with it the cases that expect a plain true or false.
+fn eval(expr: &str, request: &Value, object: &Value, old: &Value) -> Result<bool, String> {
+    let program = cel::Program::compile(expr).map_err(|e| format!("{expr}: {e}"))?;
+    let mut ctx = cel::Context::default();
+    ctx.add_variable("request", request)
+        .map_err(|e| e.to_string())?;
+    ctx.add_variable("object", object)
+        .map_err(|e| e.to_string())?;
+    ctx.add_variable("oldObject", old)
+        .map_err(|e| e.to_string())?;
+    match program.execute(&ctx) {
+        Ok(cel::Value::Bool(b)) => Ok(b),
+        Ok(other) => Err(format!("{expr}: not a bool: {other:?}")),
+        Err(e) => Err(format!("{expr}: {e}")),
+    }
+}
+
+/// The API server's steps for one request: the resource rules, then every match condition,
+/// then every validation (all must be true).
+fn admit(policy: &Value, request: &Value, object: &Value, old: &Value) -> Verdict {
+    let spec = &policy["spec"];
+    let contains = |list: &Value, x: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v.as_str() == Some(x))
+    };
+    let res = &request["resource"];
+    let rule_matches = spec["matchConstraints"]["resourceRules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| {
+            contains(&r["apiGroups"], res["group"].as_str().unwrap())
+                && contains(&r["apiVersions"], res["version"].as_str().unwrap())
+                && contains(&r["resources"], res["resource"].as_str().unwrap())
+                && contains(&r["operations"], request["operation"].as_str().unwrap())
+        });
+    if !rule_matches {
+        return Verdict::NotMatched;
+    }
+    for c in spec["matchConditions"].as_array().unwrap() {
+        match eval(c["expression"].as_str().unwrap(), request, object, old) {
+            Ok(true) => {}
+            Ok(false) => return Verdict::NotMatched,
+            Err(e) => return Verdict::Error(e),
+        }
+    }
+    for v in spec["validations"].as_array().unwrap() {
+        match eval(v["expression"].as_str().unwrap(), request, object, old) {
+            Ok(true) => {}
+            Ok(false) => return Verdict::Refused(v["message"].as_str().unwrap().to_owned()),
+            Err(e) => return Verdict::Error(e),
+        }
+    }
+    Verdict::Admitted
+}
+
+fn username(sa: &str) -> String {
+    format!("system:serviceaccount:{NS}:{sa}")
+}
+
+/// An admission request for a Secret, as the API server builds it (the parts a policy sees).
+fn secret_request(op: &str, user: &str, name: &str) -> Value {
+    serde_json::json!({
+        "uid": "d8f1e4a0-0000-4000-8000-000000000001",
+        "kind": {"group": "", "version": "v1", "kind": "Secret"},
+        "resource": {"group": "", "version": "v1", "resource": "secrets"},
+        "requestKind": {"group": "", "version": "v1", "kind": "Secret"},
+        "requestResource": {"group": "", "version": "v1", "resource": "secrets"},
+        "name": name,
+        "namespace": NS,
+        "operation": op,
+        "userInfo": {
+            "username": user,
+            "uid": "6d5f3b7e-0000-4000-8000-000000000002",
+            "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{NS}"),
+                       "system:authenticated"],
+        },
+        "dryRun": false,
+    })
+}
+
+/// A Secret as the API server holds it after defaulting (`type` is `Opaque` when not given).
+fn secret(name: &str, type_: Option<&str>, annotations: Value) -> Value {
+    let mut s = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": name,
+            "namespace": NS,
+            "uid": "0b9d2c4e-0000-4000-8000-000000000003",
+            "resourceVersion": "4711",
+            "annotations": annotations,
+        },
+        "data": {"record": "e30=", "state": "cGVuZGluZw=="},
+    });
+    if let Some(t) = type_ {
+        s["type"] = t.into();
+    }
+    s
+}
+
+/// The kube store's record of a volume: its name and type from the driver's own constants.
+fn record() -> Value {
+    let id = csi::volume_id::VolumeId::parse("pvc-6f1c2a3b-9d4e-4f5a-8b7c-0d1e2f3a4b5c").unwrap();
+    secret(
+        &id.record_name(),
+        Some(csi::keystore::kube::SECRET_TYPE),
+        serde_json::json!({csi::keystore::kube::ANNOTATION_DRIVER: "csi.onmetal.de"}),
+    )
+}
+
+#[test]
+fn the_key_secret_policy_admits_the_stores_records_and_refuses_everything_else() {
+    let Some(yaml) = render() else { return };
+    let objs = objects(&yaml);
+    let policy = find(&objs, "ValidatingAdmissionPolicy", POLICY);
+    let binding: ValidatingAdmissionPolicyBinding =
+        typed(find(&objs, "ValidatingAdmissionPolicyBinding", POLICY));
+    assert!(
+        policy["metadata"].get("namespace").is_none(),
+        "cluster-scoped"
+    );
+    assert!(binding.metadata.namespace.is_none(), "cluster-scoped");
+    let spec = binding.spec;
+    assert_eq!(spec.policy_name, POLICY);
+    assert_eq!(spec.validation_actions, ["Deny"]);
+    assert!(
+        spec.param_ref.is_none() && spec.match_resources.is_none(),
+        "every request"
+    );
+    assert_eq!(policy["spec"]["failurePolicy"], "Fail");
+    // Exactly Secrets, exactly the writes; no wildcard (which admit() would not understand).
+    assert_eq!(
+        policy["spec"]["matchConstraints"]["resourceRules"],
+        serde_json::json!([{"apiGroups": [""], "apiVersions": ["v1"], "resources": ["secrets"],
+                            "operations": ["CREATE", "UPDATE", "DELETE"]}])
+    );
+    // The usernames in the policy are those of the rendered ServiceAccounts.
+    for sa in [NODE_SA, CONTROLLER_SA] {
+        let o = find(&objs, "ServiceAccount", sa);
+        assert_eq!(o["metadata"]["namespace"], NS);
+    }
+
+    let node = username(NODE_SA);
+    let ctrl = username(CONTROLLER_SA);
+    let ours = record();
+    let our_name = ours["metadata"]["name"].as_str().unwrap().to_owned();
+    let null = Value::Null;
+    let mut formatted = ours.clone();
+    formatted["data"]["state"] = "Zm9ybWF0dGVk".into();
+
+    // What the driver does: node create and update (pending -> formatted), controller delete.
+    let admitted = [
+        (
+            "node creates a record",
+            secret_request("CREATE", &node, &our_name),
+            &ours,
+            &null,
+        ),
+        (
+            "node updates a record",
+            secret_request("UPDATE", &node, &our_name),
+            &formatted,
+            &ours,
+        ),
+        (
+            "controller deletes a record",
+            secret_request("DELETE", &ctrl, &our_name),
+            &null,
+            &ours,
+        ),
+    ];
+    for (what, req, object, old) in &admitted {
+        assert_eq!(admit(policy, req, object, old), Verdict::Admitted, "{what}");
+    }
+
+    let sa_token = secret(
+        "generic-garbage-collector-token",
+        Some("kubernetes.io/service-account-token"),
+        serde_json::json!({"kubernetes.io/service-account.name": "generic-garbage-collector"}),
+    );
+    let sa_token_our_name = secret(
+        &our_name,
+        Some("kubernetes.io/service-account-token"),
+        serde_json::json!({"kubernetes.io/service-account.name": "generic-garbage-collector"}),
+    );
+    let opaque_our_name = secret(&our_name, Some("Opaque"), serde_json::json!({}));
+    let untyped_our_name = secret(&our_name, None, serde_json::json!({}));
+    let kms_token = secret("kms-token", Some("Opaque"), serde_json::json!({}));
+    let mut our_type_other_name = ours.clone();
+    our_type_other_name["metadata"]["name"] = "kms-token".into();
+
+    let refused = [
+        (
+            "node creates a ServiceAccount token Secret",
+            secret_request("CREATE", &node, "generic-garbage-collector-token"),
+            &sa_token,
+            &null,
+        ),
+        (
+            "controller creates a ServiceAccount token Secret",
+            secret_request("CREATE", &ctrl, "generic-garbage-collector-token"),
+            &sa_token,
+            &null,
+        ),
+        (
+            "node creates a ServiceAccount token Secret with our prefix",
+            secret_request("CREATE", &node, &our_name),
+            &sa_token_our_name,
+            &null,
+        ),
+        (
+            "node creates an Opaque Secret with our prefix",
+            secret_request("CREATE", &node, &our_name),
+            &opaque_our_name,
+            &null,
+        ),
+        (
+            "node creates a Secret with our prefix and no type",
+            secret_request("CREATE", &node, &our_name),
+            &untyped_our_name,
+            &null,
+        ),
+        (
+            "node creates a Secret of our type under another name",
+            secret_request("CREATE", &node, "kms-token"),
+            &our_type_other_name,
+            &null,
+        ),
+        (
+            "node overwrites the KMS credentials",
+            secret_request("UPDATE", &node, "kms-token"),
+            &kms_token,
+            &kms_token,
+        ),
+        (
+            "node turns a foreign Opaque Secret with our name into a record",
+            secret_request("UPDATE", &node, &our_name),
+            &ours,
+            &opaque_our_name,
+        ),
+        (
+            "controller deletes the KMS credentials",
+            secret_request("DELETE", &ctrl, "kms-token"),
+            &null,
+            &kms_token,
+        ),
+        (
+            "controller deletes a foreign Secret with our name",
+            secret_request("DELETE", &ctrl, &our_name),
+            &null,
+            &opaque_our_name,
+        ),
+        (
+            "node deletes a ServiceAccount token Secret",
+            secret_request("DELETE", &node, "generic-garbage-collector-token"),
+            &null,
+            &sa_token,
+        ),
+    ];
+    for (what, req, object, old) in &refused {
+        match admit(policy, req, object, old) {
+            Verdict::Refused(msg) => assert!(msg.contains("onmetal-csi-luks-*"), "{what}: {msg}"),
+            other => panic!("{what}: {other:?}, expected a validation to refuse it"),
+        }
+    }
+
+    // Everyone else is not looked at, whatever they write: an admin, kube-controller-manager's
+    // token controller, a ServiceAccount of the same name in another namespace.
+    let others = [
+        "kubernetes-admin",
+        "system:serviceaccount:kube-system:generic-garbage-collector",
+        "system:kube-controller-manager",
+        "system:serviceaccount:default:onmetal-csi-node",
+    ];
+    for user in others {
+        for (op, object, old) in [
+            ("CREATE", &sa_token, &null),
+            ("UPDATE", &kms_token, &kms_token),
+            ("DELETE", &null, &kms_token),
+        ] {
+            let req = secret_request(op, user, "x");
+            assert_eq!(
+                admit(policy, &req, object, old),
+                Verdict::NotMatched,
+                "{user} {op}"
+            );
+        }
+    }
+    // Nor are the driver's requests on other resources (its sidecars' Events, Leases, PVs).
+    let mut lease = secret_request("UPDATE", &ctrl, "external-resizer-csi-onmetal-de");
+    lease["resource"] =
+        serde_json::json!({"group": "coordination.k8s.io", "version": "v1", "resource": "leases"});
+    assert_eq!(admit(policy, &lease, &null, &null), Verdict::NotMatched);
 }
