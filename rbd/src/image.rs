@@ -148,6 +148,40 @@ pub struct Lockers {
     pub lockers: Vec<Locker>,
 }
 
+/// Who uses an image: the clients watching its header and the holders of its lock. What the
+/// driver looks at before and after mapping (see the crate docs).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Holders {
+    /// The header's watchers.
+    pub watchers: Vec<Watcher>,
+    /// The holders of `rbd_lock`.
+    pub lockers: Vec<Locker>,
+}
+
+impl Holders {
+    /// Every client other than `own` (this node's kernel client address,
+    /// [`crate::Mapping::client_addr`]; `None` before mapping), as `client.<id> at <addr>`,
+    /// sorted and without duplicates. Empty: nobody else uses the image.
+    pub fn others(&self, own: Option<&str>) -> Vec<String> {
+        let own = own.map(plain_addr);
+        let mut v: Vec<String> = self
+            .watchers
+            .iter()
+            .map(|w| (w.entity(), w.addr.as_str()))
+            .chain(
+                self.lockers
+                    .iter()
+                    .map(|l| (l.client.clone(), l.addr.as_str())),
+            )
+            .filter(|(_, addr)| Some(plain_addr(addr)) != own)
+            .map(|(who, addr)| format!("{who} at {addr}"))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
 /// Strips the address-type prefix Ceph may print (`v1:`, `any:`) from a client address.
 pub(crate) fn plain_addr(addr: &str) -> &str {
     let a = addr.trim();
@@ -319,6 +353,15 @@ impl Image {
             .collect())
     }
 
+    /// Watchers and lockers together ([`Holders`]); works on a read-only handle, which adds no
+    /// watch of its own.
+    pub fn holders(&self) -> Result<Holders> {
+        Ok(Holders {
+            watchers: self.watchers()?,
+            lockers: self.lockers()?.lockers,
+        })
+    }
+
     /// The owners of the exclusive-lock feature's lock (the owner strings
     /// [`Image::break_lock_owner`] takes); empty when nobody holds it. Needs a handle from
     /// [`crate::Pool::open`] (librbd has no exclusive-lock state on a read-only handle);
@@ -397,6 +440,45 @@ mod tests {
             Features::from_bits(1 << 40 | 1).names(),
             vec!["layering", "0x10000000000"]
         );
+    }
+
+    #[test]
+    fn holders_other_than_our_own_client() {
+        let h = Holders {
+            watchers: vec![
+                Watcher {
+                    addr: "127.0.0.1:0/11".into(),
+                    id: 4100,
+                    cookie: 1,
+                },
+                Watcher {
+                    addr: "10.0.0.2:0/22".into(),
+                    id: 4200,
+                    cookie: 2,
+                },
+            ],
+            lockers: vec![Locker {
+                client: "client.4200".into(),
+                cookie: "auto 1".into(),
+                addr: "10.0.0.2:0/22".into(),
+            }],
+        };
+        assert_eq!(
+            h.others(None),
+            vec![
+                "client.4100 at 127.0.0.1:0/11",
+                "client.4200 at 10.0.0.2:0/22"
+            ]
+        );
+        assert_eq!(
+            h.others(Some("v1:127.0.0.1:0/11")),
+            vec!["client.4200 at 10.0.0.2:0/22"]
+        );
+        assert_eq!(
+            h.others(Some("10.0.0.2:0/22")),
+            vec!["client.4100 at 127.0.0.1:0/11"]
+        );
+        assert!(Holders::default().others(None).is_empty());
     }
 
     #[test]

@@ -29,11 +29,11 @@
 //! `lock_on_read` on its first read) and hands it over when another client asks, which lets the
 //! controller's resize through. Exclusivity between nodes is the driver's, in this order:
 //!
-//! 1. before mapping, the node looks at [`Image::watchers`] (from a read-only open, which adds no
-//!    watch) and [`Image::lock_owners`] / [`Image::lockers`]: any other client is refused
+//! 1. before mapping, the node looks at [`Image::holders`] (watchers and lockers, from a
+//!    read-only open, which adds no watch): any other client ([`Holders::others`]) is refused
 //!    (FAILED_PRECONDITION naming the image and the holder), nothing mapped;
 //! 2. it maps ([`KernelRbd::map`]; mapping registers the kernel's watch and writes nothing);
-//! 3. it looks at the watchers **again**: any watcher other than its own mapping (its kernel
+//! 3. it looks at the holders **again**: any client other than its own mapping (its kernel
 //!    client's address, [`Mapping::client_addr`]) means another node got there at the same time,
 //!    so it unmaps and refuses — before anything above the backend reads or writes the device.
 //!    Two racing nodes both see each other and both back off; neither writes.
@@ -50,7 +50,7 @@
 //! network may still be writing. Releasing it is an operator action (a command such as
 //! `onmetal-csi-driver volume release --volume-id V`), in this order:
 //!
-//! 1. [`Cluster::blocklist_add`] for every address in [`Image::lockers`] and [`Image::watchers`]:
+//! 1. [`Cluster::blocklist_add`] for every address in [`Image::holders`]:
 //!    from then on the OSDs refuse that client's writes, so the old node cannot corrupt anything
 //!    even if it comes back;
 //! 2. [`Image::break_lock`] for each locker (or [`Image::break_lock_owner`], which blocklists by
@@ -70,5 +70,5 @@ pub use cluster::{
 };
 pub use conf::{CephConf, CephxKey, ClientId, msgr1_mon_addrs};
 pub use error::{Error, ErrorKind, Result};
-pub use image::{Features, Image, ImageInfo, Locker, Lockers, Watcher};
+pub use image::{Features, Holders, Image, ImageInfo, Locker, Lockers, Watcher};
 pub use krbd::{KernelRbd, KeyDelivery, MapOptions, MapRequest, Mapping};

@@ -270,6 +270,12 @@ fn an_unmapped_image_has_no_watchers_and_no_lock_and_an_open_one_is_busy() {
     assert_eq!(w.len(), 1, "{w:?}");
     assert_eq!(w[0].id, i64::try_from(other.instance_id()).expect("id"));
     assert!(w[0].addr.starts_with("127.0.0.1:"), "{w:?}");
+    let holders = ro.holders().expect("holders");
+    assert_eq!(
+        holders.others(None),
+        vec![format!("client.{} at {}", w[0].id, w[0].addr)]
+    );
+    assert_eq!(holders.others(Some(&w[0].addr)), Vec::<String>::new());
     let e = pool.remove_image(&img).expect_err("watched");
     assert_eq!(e.kind(), ErrorKind::Busy, "{e}");
     drop(rw);
