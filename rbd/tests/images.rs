@@ -400,3 +400,66 @@ impl Drop for Restart {
         }
     }
 }
+
+#[test]
+fn a_pool_quota_caps_the_capacity() {
+    let Some(c) = ceph() else { return };
+    let _g = MON.read();
+    let pool = "quota-test";
+    c.ceph(&["osd", "pool", "create", pool, "8"])
+        .expect("create pool");
+    c.ceph(&[
+        "osd",
+        "pool",
+        "set-quota",
+        pool,
+        "max_bytes",
+        &(100 * MIB).to_string(),
+    ])
+    .expect("quota");
+    let cluster = connect(c);
+    // The manager reports a new pool within a few stats periods.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let usage = loop {
+        match cluster.pool_usage(pool) {
+            Ok(u) => break u,
+            Err(e) if e.kind() == ErrorKind::NotFound && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => panic!("usage of {pool}: {e}"),
+        }
+    };
+    assert_eq!(usage.quota_bytes, Some(100 * MIB));
+    assert!(
+        usage.available > 0 && usage.available <= 100 * MIB,
+        "{usage:?}"
+    );
+    let rbd_pool = cluster.pool_usage(POOL).expect("rbd usage");
+    assert!(
+        rbd_pool.available > usage.available,
+        "{rbd_pool:?} {usage:?}"
+    );
+}
+
+#[test]
+fn a_wrong_key_is_permission_denied() {
+    let Some(c) = ceph() else { return };
+    let _g = MON.read();
+    let dir = tempfile::tempdir().expect("tmp");
+    let keyring = dir.path().join("wrong.keyring");
+    // A well-formed cephx key that is not client.csi's.
+    std::fs::write(
+        &keyring,
+        "[client.csi]\n\tkey = AQBrG1ZnAAAAABAAqV7vCPUjAgW0Xw6e8hHfvA==\n",
+    )
+    .expect("write");
+    let opts = ConnectOptions {
+        keyring: Some(keyring),
+        ..options(c, Duration::from_secs(3))
+    };
+    let t = Instant::now();
+    let e = Cluster::connect(&opts).expect_err("wrong key");
+    eprintln!("connect with a wrong key: {e} after {:?}", t.elapsed());
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    assert!(!e.is_retryable());
+}

@@ -134,10 +134,10 @@ impl CephCluster {
             started_in: Duration::ZERO,
         };
         c.start_reaper()?;
-        c.bootstrap()?;
+        let phases = c.bootstrap(t0)?;
         c.started_in = t0.elapsed();
         eprintln!(
-            "ceph test cluster up in {:.1} s ({}; mon v1 127.0.0.1:{})",
+            "ceph test cluster up in {:.1} s ({phases}; {}; mon v1 127.0.0.1:{})",
             c.started_in.as_secs_f64(),
             d.display(),
             c.mon_v1
@@ -309,7 +309,11 @@ impl CephCluster {
         ]
     }
 
-    fn bootstrap(&self) -> Result<(), String> {
+    /// Makes and starts the daemons; returns when each phase was done (seconds since `t0`).
+    fn bootstrap(&self, t0: Instant) -> Result<String, String> {
+        let mut phases = Vec::new();
+        let mut done =
+            |what: &str| phases.push(format!("{what} {:.1}", t0.elapsed().as_secs_f64()));
         let d = self.dir().display().to_string();
         let fsid = fs::read_to_string("/proc/sys/kernel/random/uuid")
             .map_err(|e| e.to_string())?
@@ -379,6 +383,7 @@ impl CephCluster {
             ],
         )?;
         self.start_mon()?;
+        done("mon");
 
         let mgr_keyring = format!("{d}/mgr/keyring");
         self.ceph(&[
@@ -452,6 +457,7 @@ impl CephCluster {
             "osd.0.out",
         )?;
         self.daemons.lock().map_err(|_| "lock")?.osd = Some(osd);
+        done("mgr+osd");
 
         self.ceph(&["osd", "pool", "create", POOL, "8"])?;
         self.ceph(&["osd", "pool", "application", "enable", POOL, "rbd"])?;
@@ -469,7 +475,10 @@ impl CephCluster {
             "-o",
             &self.keyring().display().to_string(),
         ])?;
-        self.wait_for_df()
+        done("pool+user");
+        self.wait_for_df()?;
+        done("df");
+        Ok(phases.join(", "))
     }
 
     /// Waits until the manager reports the pool's free space (what GetCapacity reads).
