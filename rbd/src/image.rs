@@ -381,7 +381,10 @@ impl Image {
             .1)
     }
 
-    /// The holders of the image's `rbd_lock`, with their addresses (for blocklisting).
+    /// The holders of the image's `rbd_lock`, with their addresses (for blocklisting), as the
+    /// image's header object has them at the time of the call, also on a read-only handle
+    /// opened long before (librbd's own `rbd_list_lockers` would answer from that handle's
+    /// cached header).
     pub fn lockers(&self) -> Result<Lockers> {
         let l = self
             .handle

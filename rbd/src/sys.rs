@@ -143,6 +143,20 @@ mod ffi {
             io: rados_ioctx_t,
             stats: *mut rados_pool_stat_t,
         ) -> c_int;
+        pub(super) fn rados_list_lockers(
+            io: rados_ioctx_t,
+            o: *const c_char,
+            name: *const c_char,
+            exclusive: *mut c_int,
+            tag: *mut c_char,
+            tag_len: *mut usize,
+            clients: *mut c_char,
+            clients_len: *mut usize,
+            cookies: *mut c_char,
+            cookies_len: *mut usize,
+            addrs: *mut c_char,
+            addrs_len: *mut usize,
+        ) -> isize;
     }
 
     unsafe extern "C" {
@@ -232,18 +246,6 @@ mod ffi {
             lock_mode: rbd_lock_mode_t,
             lock_owner: *const c_char,
         ) -> c_int;
-        pub(super) fn rbd_list_lockers(
-            image: rbd_image_t,
-            exclusive: *mut c_int,
-            tag: *mut c_char,
-            tag_len: *mut usize,
-            clients: *mut c_char,
-            clients_len: *mut usize,
-            cookies: *mut c_char,
-            cookies_len: *mut usize,
-            addrs: *mut c_char,
-            addrs_len: *mut usize,
-        ) -> isize;
         pub(super) fn rbd_break_lock(
             image: rbd_image_t,
             client: *const c_char,
@@ -453,6 +455,77 @@ unsafe impl Send for IoCtxHandle {}
 unsafe impl Sync for IoCtxHandle {}
 
 impl IoCtxHandle {
+    /// `rados_list_lockers`: the holders of lock `name` on object `oid`, as the object has them
+    /// now (a missing object or lock: none).
+    pub(crate) fn list_lockers(&self, oid: &CStr, name: &CStr) -> Result<RawLockers, Errno> {
+        let mut lens = [256usize; 4];
+        for _ in 0..RANGE_RETRIES {
+            let mut bufs: [Vec<u8>; 4] = lens.map(|l| vec![0u8; l]);
+            let mut got = lens;
+            let mut exclusive: c_int = 0;
+            let [tag, clients, cookies, addrs] = &mut bufs;
+            let [tl, cl, kl, al] = &mut got;
+            // SAFETY: valid I/O context; `oid` and `name` NUL-terminated and outlive the call;
+            // each buffer is writable for the length passed with it; on -ERANGE librados stores
+            // the needed lengths and writes nothing.
+            let r = unsafe {
+                ffi::rados_list_lockers(
+                    self.raw,
+                    oid.as_ptr(),
+                    name.as_ptr(),
+                    &mut exclusive,
+                    tag.as_mut_ptr().cast::<c_char>(),
+                    tl,
+                    clients.as_mut_ptr().cast::<c_char>(),
+                    cl,
+                    cookies.as_mut_ptr().cast::<c_char>(),
+                    kl,
+                    addrs.as_mut_ptr().cast::<c_char>(),
+                    al,
+                )
+            };
+            if r == -(libc::ERANGE as isize) {
+                for (l, g) in lens.iter_mut().zip(got) {
+                    *l = g.max(*l * 2);
+                }
+                continue;
+            }
+            if r == -(libc::ENOENT as isize) {
+                return Ok(RawLockers {
+                    exclusive: false,
+                    tag: String::new(),
+                    lockers: Vec::new(),
+                });
+            }
+            if r < 0 {
+                return Err(i32::try_from(-r).unwrap_or(libc::EIO));
+            }
+            for (b, g) in bufs.iter_mut().zip(got) {
+                b.truncate(g);
+            }
+            let [tag, clients, cookies, addrs] = &bufs;
+            let clients = split_nul(clients);
+            let cookies = split_nul(cookies);
+            let addrs = split_nul(addrs);
+            let lockers = clients
+                .into_iter()
+                .zip(cookies)
+                .zip(addrs)
+                .map(|((client, cookie), addr)| RawLocker {
+                    client,
+                    cookie,
+                    addr,
+                })
+                .collect();
+            return Ok(RawLockers {
+                exclusive: exclusive != 0,
+                tag: split_nul(tag).into_iter().next().unwrap_or_default(),
+                lockers,
+            });
+        }
+        Err(libc::ERANGE)
+    }
+
     /// `rados_ioctx_pool_stat`.
     pub(crate) fn pool_stat(&self) -> Result<RawPoolStat, Errno> {
         let mut s = ffi::rados_pool_stat_t::default();
@@ -577,7 +650,7 @@ pub(crate) struct RawWatcher {
     pub(crate) cookie: u64,
 }
 
-/// One holder of the image's `rbd_lock` (`rbd_list_lockers`).
+/// One holder of a lock (`rados_list_lockers`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct RawLocker {
     pub(crate) client: String,
@@ -585,7 +658,7 @@ pub(crate) struct RawLocker {
     pub(crate) addr: String,
 }
 
-/// What `rbd_list_lockers` reports.
+/// What `rados_list_lockers` reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct RawLockers {
     pub(crate) exclusive: bool,
@@ -818,71 +891,14 @@ impl ImageHandle {
         .map(drop)
     }
 
-    /// `rbd_list_lockers`.
+    /// The holders of the image's `rbd_lock`, read from its header object now
+    /// (`rados_list_lockers` on `rbd_header.<id>`). Not `rbd_list_lockers`: that answers from
+    /// the handle's cached header, which a read-only handle (no watch, so never told of a
+    /// change) keeps from the time it was opened.
     pub(crate) fn lockers(&self) -> Result<RawLockers, Errno> {
-        let mut lens = [256usize; 4];
-        for _ in 0..RANGE_RETRIES {
-            let mut bufs: [Vec<u8>; 4] = lens.map(|l| vec![0u8; l]);
-            let mut got = lens;
-            let mut exclusive: c_int = 0;
-            let [tag, clients, cookies, addrs] = &mut bufs;
-            let [tl, cl, kl, al] = &mut got;
-            // SAFETY: valid image; each buffer is writable for the length passed with it; on
-            // -ERANGE librbd stores the needed lengths and writes nothing.
-            let r = unsafe {
-                ffi::rbd_list_lockers(
-                    self.raw,
-                    &mut exclusive,
-                    tag.as_mut_ptr().cast::<c_char>(),
-                    tl,
-                    clients.as_mut_ptr().cast::<c_char>(),
-                    cl,
-                    cookies.as_mut_ptr().cast::<c_char>(),
-                    kl,
-                    addrs.as_mut_ptr().cast::<c_char>(),
-                    al,
-                )
-            };
-            if r == -(libc::ERANGE as isize) {
-                for (l, g) in lens.iter_mut().zip(got) {
-                    *l = g.max(*l * 2);
-                }
-                continue;
-            }
-            if r == -(libc::ENOENT as isize) {
-                return Ok(RawLockers {
-                    exclusive: false,
-                    tag: String::new(),
-                    lockers: Vec::new(),
-                });
-            }
-            if r < 0 {
-                return Err(i32::try_from(-r).unwrap_or(libc::EIO));
-            }
-            for (b, g) in bufs.iter_mut().zip(got) {
-                b.truncate(g);
-            }
-            let [tag, clients, cookies, addrs] = &bufs;
-            let clients = split_nul(clients);
-            let cookies = split_nul(cookies);
-            let addrs = split_nul(addrs);
-            let lockers = clients
-                .into_iter()
-                .zip(cookies)
-                .zip(addrs)
-                .map(|((client, cookie), addr)| RawLocker {
-                    client,
-                    cookie,
-                    addr,
-                })
-                .collect();
-            return Ok(RawLockers {
-                exclusive: exclusive != 0,
-                tag: split_nul(tag).into_iter().next().unwrap_or_default(),
-                lockers,
-            });
-        }
-        Err(libc::ERANGE)
+        let oid = std::ffi::CString::new(format!("rbd_header.{}", self.id()?))
+            .map_err(|_| libc::EINVAL)?;
+        self._io.list_lockers(&oid, c"rbd_lock")
     }
 
     /// `rbd_break_lock(client, cookie)`.
