@@ -32,7 +32,10 @@
 //! 1. before mapping, the node looks at [`Image::holders`] (watchers and lockers, from a
 //!    read-only open, which adds no watch): any other client ([`Holders::others`]) is refused
 //!    (FAILED_PRECONDITION naming the image and the holder), nothing mapped;
-//! 2. it maps ([`KernelRbd::map`]; mapping registers the kernel's watch and writes nothing);
+//! 2. it maps ([`KernelRbd::map`]; mapping registers the kernel's watch and writes nothing; with
+//!    `lock_on_read`, the default, the kernel's own partition scan at map time is a read, so
+//!    the mapping already holds the exclusive lock when the map returns — seen on Debian's 6.1
+//!    kernel — and the check below ignores it by address like the watch);
 //! 3. it looks at the holders **again**: any client other than its own mapping (its kernel
 //!    client's address, [`Mapping::client_addr`]) means another node got there at the same time,
 //!    so it unmaps and refuses — before anything above the backend reads or writes the device.
