@@ -184,10 +184,36 @@ impl Cluster {
         })
     }
 
+    /// Sends one monitor command, in the monitor's JSON form (what the `ceph` CLI sends: for
+    /// `ceph osd blocklist ls` that is `{"prefix":"osd blocklist ls","format":"json"}`), and
+    /// returns its output buffer and status string (`outs`: what the CLI prints on stderr). A
+    /// refused or failed command is an error of the errno's kind with the status string as
+    /// detail. Bounded by [`ConnectOptions::timeout`] (`rados_mon_op_timeout`).
+    ///
+    /// Commands about keys (`auth get-or-create`, `auth get`) answer with the key in the output
+    /// buffer: treat it as secret.
+    pub fn mon_command(&self, cmd: &str) -> Result<(Vec<u8>, String)> {
+        self.mon_command_with_input(cmd, &[])
+    }
+
+    /// Like [`Cluster::mon_command`], with an input buffer (what the CLI reads with `-i`, such
+    /// as a keyring for `auth import`).
+    pub fn mon_command_with_input(&self, cmd: &str, input: &[u8]) -> Result<(Vec<u8>, String)> {
+        let c = cstr("monitor command", cmd)?;
+        self.handle.mon_command(&c, input).map_err(|(e, status)| {
+            let err = Error::errno(format!("monitor command {}", command_prefix(cmd)), e);
+            if status.is_empty() {
+                err
+            } else {
+                err.with_detail(status)
+            }
+        })
+    }
+
     /// One JSON monitor command; the parsed JSON answer.
     fn mon_json(&self, op: &str, cmd: &serde_json::Value) -> Result<serde_json::Value> {
         let c = cstr("monitor command", &cmd.to_string())?;
-        let out = self.handle.mon_command(&c).map_err(|(e, status)| {
+        let (out, _) = self.handle.mon_command(&c, &[]).map_err(|(e, status)| {
             let err = Error::errno(op.to_owned(), e);
             if status.is_empty() {
                 err
@@ -263,6 +289,15 @@ impl Cluster {
             .blocklist_add(&c, secs)
             .map_err(|e| Error::errno(format!("blocklist {addr}"), e))
     }
+}
+
+/// The `prefix` of a JSON monitor command, for error messages (never the whole command, which
+/// may hold a key); `?` when there is none.
+fn command_prefix(cmd: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(cmd)
+        .ok()
+        .and_then(|v| v.get("prefix").and_then(|p| p.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| "?".to_owned())
 }
 
 /// An I/O context for one pool: image management. Safe to share between threads.
@@ -344,6 +379,15 @@ impl Pool {
             image.to_owned(),
             read_only,
         ))
+    }
+
+    /// Prepares the pool for RBD images (`rbd pool init`, `rbd_pool_init`): tags it with the
+    /// `rbd` application if it has none and switches it to self-managed snapshots. Needs a
+    /// user that may do both (the admin); the driver's pools are made ready by their operator.
+    pub fn init_for_rbd(&self) -> Result<()> {
+        self.io
+            .pool_init()
+            .map_err(|e| Error::errno(format!("rbd pool init {}", self.name), e))
     }
 
     /// The pool's usage (bytes and objects; not its free space: see [`Cluster::pool_usage`]).

@@ -173,6 +173,7 @@ mod ffi {
             size: u64,
             opts: rbd_image_options_t,
         ) -> c_int;
+        pub(super) fn rbd_pool_init(io: rados_ioctx_t, force: bool) -> c_int;
         pub(super) fn rbd_remove(io: rados_ioctx_t, name: *const c_char) -> c_int;
         pub(super) fn rbd_list2(
             io: rados_ioctx_t,
@@ -378,24 +379,30 @@ impl RadosHandle {
         check(r).map(drop)
     }
 
-    /// `rados_mon_command` with one JSON command: the output buffer, or the errno and the
-    /// monitor's status string.
-    pub(crate) fn mon_command(&self, cmd: &CStr) -> Result<Vec<u8>, (Errno, String)> {
+    /// `rados_mon_command` with one JSON command and an input buffer (may be empty): the
+    /// output buffer and the monitor's status string, or the errno and that status string.
+    pub(crate) fn mon_command(
+        &self,
+        cmd: &CStr,
+        input: &[u8],
+    ) -> Result<(Vec<u8>, String), (Errno, String)> {
         let mut cmds = [cmd.as_ptr()];
         let mut out: *mut c_char = ptr::null_mut();
         let mut out_len: usize = 0;
         let mut outs: *mut c_char = ptr::null_mut();
         let mut outs_len: usize = 0;
         // SAFETY: valid handle; `cmds` is an array of one NUL-terminated string that outlives
-        // the call; no input buffer (NULL, 0); the four out pointers are valid and receive
-        // buffers librados allocates, released below with rados_buffer_free.
+        // the call; `input` is a live slice of `input.len()` bytes (librados copies it and does
+        // not keep the pointer; an empty slice's dangling pointer is never read with length 0);
+        // the four out pointers are valid and receive buffers librados allocates, released
+        // below with rados_buffer_free.
         let r = unsafe {
             ffi::rados_mon_command(
                 self.0,
                 cmds.as_mut_ptr(),
                 1,
-                ptr::null(),
-                0,
+                input.as_ptr().cast::<c_char>(),
+                input.len(),
                 &mut out,
                 &mut out_len,
                 &mut outs,
@@ -416,7 +423,7 @@ impl RadosHandle {
         let out = take(out, out_len);
         let status = String::from_utf8_lossy(&take(outs, outs_len)).into_owned();
         match check(r) {
-            Ok(_) => Ok(out),
+            Ok(_) => Ok((out, status)),
             Err(e) => Err((e, status)),
         }
     }
@@ -562,6 +569,12 @@ impl IoCtxHandle {
         // SAFETY: `opts` was created above and is destroyed exactly once.
         unsafe { ffi::rbd_image_options_destroy(opts) };
         r
+    }
+
+    /// `rbd_pool_init` (not forced: a pool in use by another application is refused).
+    pub(crate) fn pool_init(&self) -> Result<(), Errno> {
+        // SAFETY: valid I/O context; no pointers.
+        check(unsafe { ffi::rbd_pool_init(self.raw, false) }).map(drop)
     }
 
     /// `rbd_remove`.
