@@ -324,7 +324,9 @@ fn a_dead_lock_holder_is_blocklisted_then_its_lock_broken() {
     admin
         .blocklist_add(&locker.addr, Some(Duration::from_secs(600)))
         .expect("blocklist");
-    let listed = c.ceph(&["osd", "blocklist", "ls"]).expect("blocklist ls");
+    let listed = c
+        .mon_command(r#"{"prefix":"osd blocklist ls","format":"json"}"#)
+        .expect("blocklist ls");
     assert!(listed.contains(&locker.addr), "{listed}");
     view.break_lock(&locker).expect("break lock");
     assert_eq!(view.lockers().expect("lockers").lockers, vec![]);
@@ -406,16 +408,14 @@ fn a_pool_quota_caps_the_capacity() {
     let Some(c) = ceph() else { return };
     let _g = MON.read();
     let pool = "quota-test";
-    c.ceph(&["osd", "pool", "create", pool, "8"])
-        .expect("create pool");
-    c.ceph(&[
-        "osd",
-        "pool",
-        "set-quota",
-        pool,
-        "max_bytes",
-        &(100 * MIB).to_string(),
-    ])
+    c.mon_command(&format!(
+        r#"{{"prefix":"osd pool create","pool":"{pool}","pg_num":8,"pgp_num":8}}"#
+    ))
+    .expect("create pool");
+    c.mon_command(&format!(
+        r#"{{"prefix":"osd pool set-quota","pool":"{pool}","field":"max_bytes","val":"{}"}}"#,
+        100 * MIB
+    ))
     .expect("quota");
     let cluster = connect(c);
     // The manager reports a new pool within a few stats periods.

@@ -518,7 +518,7 @@ fn a_dead_holder_is_fenced_and_another_client_takes_the_image() {
     }
     let listed = r
         .ceph
-        .ceph(&["osd", "blocklist", "ls"])
+        .mon_command(r#"{"prefix":"osd blocklist ls","format":"json"}"#)
         .expect("blocklist ls");
     assert!(listed.contains(&own), "{listed}");
     for l in view.lockers().expect("lockers").lockers {

@@ -9,7 +9,13 @@
 //! pool=rbd'`. [`CephCluster::conf`] and [`CephCluster::keyring`] are that user's `ceph.conf` and
 //! keyring, as the driver would get them; [`CephCluster::admin_conf`] is for the harness itself.
 //!
-//! Self-contained (std and `tempfile` only). Teardown: [`Drop`] kills the daemons and removes the
+//! The bootstrap runs no `ceph` CLI (Python: tens of seconds a call under the VM rig's
+//! emulation): every key is made here and handed to `ceph-mon --mkfs` in its initial keyring
+//! (the monitor imports them with their caps), and the rest are monitor commands through
+//! librados as `client.admin` ([`CephCluster::mon_command`]). Dependencies: std, `tempfile` and
+//! this crate (for librados).
+//!
+//! Teardown: Teardown: [`Drop`] kills the daemons and removes the
 //! directory; and because a cluster kept in a `static` is never dropped, every cluster also has a
 //! reaper process that does the same as soon as the test process is gone (it waits for the end
 //! of a pipe only this process holds), whether the tests passed, panicked or were killed.
@@ -27,15 +33,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The binaries the cluster needs.
-const BINARIES: &[&str] = &[
-    "ceph-mon",
-    "ceph-mgr",
-    "ceph-osd",
-    "ceph",
-    "ceph-authtool",
-    "monmaptool",
-    "rbd",
-];
+const BINARIES: &[&str] = &["ceph-mon", "ceph-mgr", "ceph-osd", "monmaptool", "rbd"];
 
 /// The cephx user made for the driver.
 pub const CLIENT_ID: &str = "csi";
@@ -51,6 +49,7 @@ pub struct CephCluster {
     mon_v2: u16,
     daemons: Mutex<Daemons>,
     reaper: Mutex<Option<(Child, ChildStdin)>>,
+    admin: OnceLock<rbd::Cluster>,
     started_in: Duration,
 }
 
@@ -72,6 +71,74 @@ fn find_binary(name: &str) -> Option<PathBuf> {
 fn free_port() -> Result<u16, String> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind 127.0.0.1:0: {e}"))?;
     l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+}
+
+/// Standard base64 with padding (keys only; std has none).
+fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(A[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A new cephx secret as a keyring holds it (what `ceph-authtool --gen-key` writes): the
+/// encoded `CryptoKey`: type 1 (AES), creation time (seconds, nanoseconds), length 16, then 16
+/// random bytes; base64.
+fn new_cephx_key() -> Result<String, String> {
+    let mut secret = [0u8; 16];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut secret))
+        .map_err(|e| format!("/dev/urandom: {e}"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?;
+    let mut raw = Vec::with_capacity(28);
+    raw.extend_from_slice(&1u16.to_le_bytes());
+    raw.extend_from_slice(
+        &u32::try_from(now.as_secs())
+            .unwrap_or(u32::MAX)
+            .to_le_bytes(),
+    );
+    raw.extend_from_slice(&now.subsec_nanos().to_le_bytes());
+    raw.extend_from_slice(&16u16.to_le_bytes());
+    raw.extend_from_slice(&secret);
+    Ok(base64(&raw))
+}
+
+/// One keyring section: `[entity]`, its key and its caps (`(service, cap)`).
+fn keyring_entry(entity: &str, key: &str, caps: &[(&str, &str)]) -> String {
+    let mut s = format!("[{entity}]\n\tkey = {key}\n");
+    for (service, cap) in caps {
+        s.push_str(&format!("\tcaps {service} = \"{cap}\"\n"));
+    }
+    s
+}
+
+/// Writes a file only its owner can read (keyrings).
+fn write_private(path: &Path, text: &str) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn tail(path: &Path, lines: usize) -> String {
@@ -145,6 +212,7 @@ impl CephCluster {
             mon_v2,
             daemons: Mutex::new(Daemons::default()),
             reaper: Mutex::new(None),
+            admin: OnceLock::new(),
             started_in: Duration::ZERO,
         };
         c.start_reaper()?;
@@ -249,13 +317,34 @@ impl CephCluster {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// The `ceph` CLI as admin.
-    pub fn ceph(&self, args: &[&str]) -> Result<String, String> {
-        let conf = self.admin_conf();
-        let conf = conf.to_string_lossy();
-        let mut all = vec!["-c", &conf, "--connect-timeout", "30"];
-        all.extend_from_slice(args);
-        self.run("ceph", &all)
+    /// The `client.admin` connection (made when the monitor first answers).
+    pub fn admin(&self) -> Result<&rbd::Cluster, String> {
+        if let Some(c) = self.admin.get() {
+            return Ok(c);
+        }
+        let opts = rbd::ConnectOptions {
+            conf: self.admin_conf(),
+            client: rbd::ClientId::new("admin").map_err(|e| e.to_string())?,
+            keyring: None,
+            timeout: Duration::from_secs(60),
+        };
+        let c = rbd::Cluster::connect(&opts).map_err(|e| {
+            format!(
+                "connect as client.admin: {e}\nmon log:\n{}",
+                tail(&self.dir().join("log/mon.a.log"), 20)
+            )
+        })?;
+        Ok(self.admin.get_or_init(|| c))
+    }
+
+    /// One monitor command as `client.admin`, in its JSON form (`{"prefix":"osd pool create",
+    /// "pool":"rbd","pg_num":8}`); its output buffer as text (with `"format":"json"`, JSON).
+    pub fn mon_command(&self, cmd: &str) -> Result<String, String> {
+        let (out, _) = self
+            .admin()?
+            .mon_command(cmd)
+            .map_err(|e| format!("{cmd}: {e}"))?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
     }
 
     /// The `rbd` CLI as admin (for checking our results, never on the driver's path).
@@ -335,38 +424,52 @@ impl CephCluster {
             .to_owned();
         self.write_confs(&fsid)?;
         let conf = self.admin_conf().display().to_string();
+
+        // Every key, made here; the monitor's initial keyring holds them all with their caps.
+        let osd_key = new_cephx_key()?;
+        let mgr_key = new_cephx_key()?;
+        let csi_key = new_cephx_key()?;
+        let csi_entity = format!("client.{CLIENT_ID}");
+        let pool_cap = format!("profile rbd pool={POOL}");
+        let csi_caps = [
+            ("mon", "profile rbd"),
+            ("osd", pool_cap.as_str()),
+            ("mgr", pool_cap.as_str()),
+        ];
+        let osd_caps = [("mon", "allow profile osd"), ("osd", "allow *")];
+        let mgr_caps = [
+            ("mon", "allow profile mgr"),
+            ("osd", "allow *"),
+            ("mds", "allow *"),
+        ];
         let keyring = format!("{d}/keyring");
-        self.run(
-            "ceph-authtool",
-            &[
-                "--create-keyring",
-                &keyring,
-                "--gen-key",
-                "-n",
-                "mon.",
-                "--cap",
-                "mon",
-                "allow *",
-            ],
-        )?;
-        self.run(
-            "ceph-authtool",
-            &[
-                &keyring,
-                "--gen-key",
-                "-n",
+        let initial = [
+            keyring_entry("mon.", &new_cephx_key()?, &[("mon", "allow *")]),
+            keyring_entry(
                 "client.admin",
-                "--cap",
-                "mon",
-                "allow *",
-                "--cap",
-                "osd",
-                "allow *",
-                "--cap",
-                "mgr",
-                "allow *",
-            ],
+                &new_cephx_key()?,
+                &[("mon", "allow *"), ("osd", "allow *"), ("mgr", "allow *")],
+            ),
+            keyring_entry("osd.0", &osd_key, &osd_caps),
+            keyring_entry("mgr.x", &mgr_key, &mgr_caps),
+            keyring_entry(&csi_entity, &csi_key, &csi_caps),
+        ]
+        .concat();
+        write_private(Path::new(&keyring), &initial)?;
+        let osd_data = format!("{d}/osd0");
+        write_private(
+            &Path::new(&osd_data).join("keyring"),
+            &keyring_entry("osd.0", &osd_key, &[]),
         )?;
+        write_private(
+            &self.dir().join("mgr/keyring"),
+            &keyring_entry("mgr.x", &mgr_key, &[]),
+        )?;
+        write_private(
+            &self.keyring(),
+            &keyring_entry(&csi_entity, &csi_key, &csi_caps),
+        )?;
+
         let monmap = format!("{d}/monmap");
         self.run(
             "monmaptool",
@@ -396,22 +499,27 @@ impl CephCluster {
                 &format!("{d}/mon"),
             ],
         )?;
+        // The OSD's store meanwhile (it needs no monitor with --no-mon-config).
+        let mkfs = Command::new("ceph-osd")
+            .args([
+                "-c",
+                &conf,
+                "-i",
+                "0",
+                "--mkfs",
+                "--no-mon-config",
+                "--osd-data",
+                &osd_data,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("ceph-osd --mkfs: {e}"))?;
         self.start_mon()?;
         done("mon");
 
         if with_mgr {
-            let mgr_keyring = format!("{d}/mgr/keyring");
-            self.ceph(&[
-                "auth",
-                "get-or-create",
-                "mgr.x",
-                "mon",
-                "allow profile mgr",
-                "osd",
-                "allow *",
-                "-o",
-                &mgr_keyring,
-            ])?;
             let mgr = self.spawn(
                 "ceph-mgr",
                 &[
@@ -426,39 +534,29 @@ impl CephCluster {
             self.daemons.lock().map_err(|_| "lock")?.mgr = Some(mgr);
         }
 
-        let osd = self.ceph(&["osd", "create"])?.trim().to_owned();
-        if osd != "0" {
+        let osd = self.mon_command(r#"{"prefix":"osd create"}"#)?;
+        if osd.trim() != "0" {
             return Err(format!("osd create gave id {osd}, expected 0"));
         }
-        let osd_data = format!("{d}/osd0");
-        self.run(
-            "ceph-osd",
-            &[
-                "-c",
-                &conf,
-                "-i",
-                "0",
-                "--mkfs",
-                "--mkkey",
-                "--no-mon-config",
-                "--osd-data",
-                &osd_data,
-            ],
-        )?;
-        self.ceph(&[
-            "auth",
-            "add",
-            "osd.0",
-            "osd",
-            "allow *",
-            "mon",
-            "allow profile osd",
-            "-i",
-            &format!("{osd_data}/keyring"),
-        ])?;
-        self.ceph(&["osd", "crush", "add-bucket", "host0", "host"])?;
-        self.ceph(&["osd", "crush", "move", "host0", "root=default"])?;
-        self.ceph(&["osd", "crush", "add", "osd.0", "1.0", "host=host0"])?;
+        for cmd in [
+            r#"{"prefix":"osd crush add-bucket","name":"host0","type":"host"}"#,
+            r#"{"prefix":"osd crush move","name":"host0","args":["root=default"]}"#,
+            r#"{"prefix":"osd crush add","id":0,"weight":1.0,"args":["host=host0"]}"#,
+        ] {
+            self.mon_command(cmd)?;
+        }
+        let out = mkfs
+            .wait_with_output()
+            .map_err(|e| format!("ceph-osd --mkfs: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "ceph-osd --mkfs: {}\n{}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        done("osd mkfs");
         let osd = self.spawn(
             "ceph-osd",
             &[
@@ -473,25 +571,25 @@ impl CephCluster {
             "osd.0.out",
         )?;
         self.daemons.lock().map_err(|_| "lock")?.osd = Some(osd);
-        done(if with_mgr { "mgr+osd" } else { "osd" });
-
-        self.ceph(&["osd", "pool", "create", POOL, "8"])?;
-        self.ceph(&["osd", "pool", "application", "enable", POOL, "rbd"])?;
-        self.rbd(&["pool", "init", POOL])?;
-        self.ceph(&[
-            "auth",
-            "get-or-create",
-            &format!("client.{CLIENT_ID}"),
-            "mon",
-            "profile rbd",
-            "osd",
-            &format!("profile rbd pool={POOL}"),
-            "mgr",
-            &format!("profile rbd pool={POOL}"),
-            "-o",
-            &self.keyring().display().to_string(),
-        ])?;
-        done("pool+user");
+        self.mon_command(&format!(
+            r#"{{"prefix":"osd pool create","pool":"{POOL}","pg_num":8,"pgp_num":8}}"#
+        ))?;
+        self.mon_command(&format!(
+            r#"{{"prefix":"osd pool application enable","pool":"{POOL}","app":"rbd"}}"#
+        ))?;
+        self.wait_for_osd_up()?;
+        done("osd up");
+        // Writes an object: returns once the pool's placement groups are active.
+        self.admin()?
+            .pool(POOL)
+            .and_then(|p| p.init_for_rbd())
+            .map_err(|e| {
+                format!(
+                    "{e}\nosd log:\n{}",
+                    tail(&self.dir().join("log/osd.0.log"), 20)
+                )
+            })?;
+        done("pool");
         if with_mgr {
             self.wait_for_df()?;
             done("df");
@@ -499,35 +597,41 @@ impl CephCluster {
         Ok(phases.join(", "))
     }
 
-    /// Waits until the manager reports the pool's free space (what GetCapacity reads).
-    fn wait_for_df(&self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(90);
+    /// Waits until the monitor has the OSD up (`osd stat`).
+    fn wait_for_osd_up(&self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(300);
         loop {
-            let df = self.ceph(&["df", "-f", "json"])?;
-            let pool = format!("\"name\":\"{POOL}\"");
-            if let Some(i) = df.find(&pool) {
-                let rest = &df[i..];
-                let ok = rest
-                    .find("\"max_avail\":")
-                    .map(|j| &rest[j + 12..])
-                    .and_then(|v| {
-                        v.split(|c: char| !c.is_ascii_digit())
-                            .next()
-                            .map(str::to_owned)
-                    })
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .is_some_and(|v| v > 0);
-                if ok {
-                    return Ok(());
-                }
+            let stat = self.mon_command(r#"{"prefix":"osd stat","format":"json"}"#)?;
+            if stat.replace(' ', "").contains("\"num_up_osds\":1") {
+                return Ok(());
             }
             if Instant::now() > deadline {
                 return Err(format!(
-                    "pool {POOL} has no free space in `ceph df` after 90 s: {df}\nmgr log:\n{}",
+                    "the OSD is not up after 300 s: {stat}\nosd log:\n{}",
+                    tail(&self.dir().join("log/osd.0.log"), 20)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until the manager reports the pool's free space (what GetCapacity reads).
+    fn wait_for_df(&self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let admin = self.admin()?;
+        loop {
+            let usage = admin.pool_usage(POOL);
+            if matches!(&usage, Ok(u) if u.available > 0) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "pool {POOL} has no free space in `ceph df` after 90 s: {usage:?}\nmgr \
+                     log:\n{}",
                     tail(&self.dir().join("log/mgr.x.log"), 20)
                 ));
             }
-            std::thread::sleep(Duration::from_millis(500));
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
 
@@ -539,12 +643,7 @@ impl CephCluster {
         }
         daemons.mon = Some(self.spawn("ceph-mon", &self.mon_args(), "mon.a.out")?);
         drop(daemons);
-        self.ceph(&["mon", "stat"]).map(drop).map_err(|e| {
-            format!(
-                "{e}\nmon log:\n{}",
-                tail(&self.dir().join("log/mon.a.log"), 20)
-            )
-        })
+        self.mon_command(r#"{"prefix":"mon stat"}"#).map(drop)
     }
 
     /// Stops the monitor (SIGKILL): new connections and monitor commands then fail.
