@@ -389,7 +389,11 @@ impl CephCluster {
              mgr_data = {d}/mgr\nosd_crush_chooseleaf_type = 0\n\
              osd_crush_update_on_start = false\nauth_allow_insecure_global_id_reclaim = false\n\
              mgr_stats_period = 1\nmon_osd_reporter_subtree_level = osd\n\
-             [osd]\nkeyring = {d}/osd$id/keyring\n[mgr]\nkeyring = {d}/mgr/keyring\n"
+             ms_async_op_threads = 1\npaxos_propose_interval = 0.05\n\
+             osd_pool_default_pg_num = 8\nosd_pool_default_pgp_num = 8\n\
+             [osd]\nkeyring = {d}/osd$id/keyring\nosd_op_num_shards = 1\n\
+             osd_op_num_threads_per_shard = 1\nosd_open_classes_on_start = false\n\
+             [mgr]\nkeyring = {d}/mgr/keyring\n"
         );
         let client = format!(
             "[global]\n{common}\n[client.{CLIENT_ID}]\nkeyring = {d}/{CLIENT_ID}.keyring\n\
@@ -499,6 +503,7 @@ impl CephCluster {
                 &format!("{d}/mon"),
             ],
         )?;
+        done("mon mkfs");
         // The OSD's store meanwhile (it needs no monitor with --no-mon-config).
         let mkfs = Command::new("ceph-osd")
             .args([
