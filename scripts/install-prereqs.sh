@@ -4,14 +4,17 @@
 # libdevmapper/libclang for the devicemapper crate's bindgen, libssl-dev for the Cosmian KMS
 # build, and the tools that make the foreign-signature images of luks2/tests/probe_signatures.rs:
 # gdisk, fdisk, lvm2, mdadm, dosfstools, ntfs-3g, btrfs-progs, f2fs-tools, bcache-tools,
-# squashfs-tools, genisoimage), the KMS test peers (OpenBao's `bao` and PyKMIP from PyPI, Cosmian
-# KMS built from crates.io and cached) and cargo-fuzz. Safe to run again: it only installs what is missing.
+# squashfs-tools, genisoimage), Ceph (librbd-dev/librados-dev to build the rbd crate, and the
+# daemons of its real single-node test cluster: ceph-mon, ceph-osd, ceph-mgr, ceph-common), the
+# KMS test peers (OpenBao's `bao` and PyKMIP from PyPI, Cosmian KMS built from crates.io and
+# cached) and cargo-fuzz. Safe to run again: it only installs what is missing.
 set -euo pipefail
 
 apt_pkgs=(cryptsetup-bin qemu-system-x86 busybox-static kmod cpio xfsprogs e2fsprogs util-linux
   libdevmapper-dev libclang-dev clang pkg-config keyutils openssl curl dmsetup time
   libssl-dev gdisk fdisk lvm2 mdadm dosfstools ntfs-3g btrfs-progs f2fs-tools bcache-tools
-  squashfs-tools genisoimage)
+  squashfs-tools genisoimage
+  ceph-mon ceph-osd ceph-mgr ceph-common librbd-dev librados-dev)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
