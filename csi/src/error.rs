@@ -241,7 +241,7 @@ mod tests {
             Kind::Internal
         );
         let e =
-            crate::backend::local::run(&mut std::process::Command::new("/nonexistent/mkfs.xfs"))
+            crate::host::exec::run(&mut std::process::Command::new("/nonexistent/mkfs.xfs"))
                 .unwrap_err();
         assert_eq!(e.to_status().code(), tonic::Code::Internal, "{e}");
         assert!(e.message().contains("mkfs.xfs"), "{e}");

@@ -1,11 +1,7 @@
 //! What cryptsetup refuses on headers from its own test images, refused alike: `repair` of a
 //! header with mandatory requirements we do not know (an online reencryption in progress, a
 //! future feature) never writes.
-#![allow(clippy::unwrap_used)]
-
-mod common;
-
-use common::{cryptsetup, run};
+use testkit::cryptsetup::{Image, cryptsetup, run, run_ok};
 use luks2::crypto::calibrate::PbkdfOptions;
 use luks2::crypto::kdf::{Argon2Variant, KdfKind};
 use luks2::format::FormatOptions;
@@ -99,8 +95,8 @@ fn repair_of_a_header_with_unknown_requirements_is_refused_and_writes_nothing() 
 #[test]
 fn repair_during_an_online_reencryption_is_refused_and_writes_nothing() {
     let Some(cs) = cryptsetup() else { return };
-    let img = common::Image::format(&cs, 20 * MIB as u64, &[]);
-    common::run_ok(
+    let img = Image::format(&cs, 20 * MIB as u64, &[]);
+    run_ok(
         &cs,
         &[
             "reencrypt",
