@@ -64,10 +64,14 @@ fn child_resize_helper() {
 
 fn resize_in_fresh_session(name: &DmName) -> String {
     let exe = std::env::current_exe().unwrap();
+    // The helper's full name in the binary (module path without the crate), or --exact matches
+    // nothing and the child runs no test.
+    let module = module_path!().split_once("::").map_or("", |(_, rest)| rest);
+    let helper = format!("{module}::child_resize_helper");
     let out = std::process::Command::new("keyctl")
         .args(["session", "-"])
         .arg(&exe)
-        .args(["--exact", "child_resize_helper", "--ignored", "--nocapture"])
+        .args(["--exact", helper.as_str(), "--ignored", "--nocapture"])
         .env("DM_VM_TEST_RESIZE", name.as_str())
         .output()
         .unwrap();

@@ -154,8 +154,11 @@ fn proxy_environment_is_ignored() {
         .unwrap();
         line
     });
+    // The child runs this very test (its full name in the binary, module path included): a name
+    // that matched nothing would run no test and leave the server thread waiting.
+    let name = test_name("proxy_environment_is_ignored");
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["proxy_environment_is_ignored", "--exact", "--nocapture"])
+        .args([name.as_str(), "--exact", "--nocapture"])
         .env(CHILD, &url)
         .env("HTTP_PROXY", &proxy_url)
         .env("http_proxy", &proxy_url)
@@ -230,4 +233,10 @@ async fn wrap_refuses_a_result_that_does_not_unwrap_to_its_key() {
         err.message().contains("does not unwrap to the same key"),
         "{err}"
     );
+}
+
+/// A test's name as libtest lists it: the module path without the crate, then the function.
+fn test_name(function: &str) -> String {
+    let module = module_path!().split_once("::").map_or("", |(_, rest)| rest);
+    format!("{module}::{function}")
 }
