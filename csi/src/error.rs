@@ -240,9 +240,8 @@ mod tests {
             Error::io("opening /dev/loop7", enoent()).kind(),
             Kind::Internal
         );
-        let e =
-            crate::host::exec::run(&mut std::process::Command::new("/nonexistent/mkfs.xfs"))
-                .unwrap_err();
+        let e = crate::host::exec::run(&mut std::process::Command::new("/nonexistent/mkfs.xfs"))
+            .unwrap_err();
         assert_eq!(e.to_status().code(), tonic::Code::Internal, "{e}");
         assert!(e.message().contains("mkfs.xfs"), "{e}");
     }

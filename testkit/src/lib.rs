@@ -34,6 +34,6 @@ pub mod vm;
 pub mod kube_apiserver;
 
 #[cfg(feature = "driver")]
-pub mod keystore;
-#[cfg(feature = "driver")]
 pub mod driver;
+#[cfg(feature = "driver")]
+pub mod keystore;

@@ -1,7 +1,6 @@
 //! What cryptsetup refuses on headers from its own test images, refused alike: `repair` of a
 //! header with mandatory requirements we do not know (an online reencryption in progress, a
 //! future feature) never writes.
-use testkit::cryptsetup::{Image, cryptsetup, run, run_ok};
 use luks2::crypto::calibrate::PbkdfOptions;
 use luks2::crypto::kdf::{Argon2Variant, KdfKind};
 use luks2::format::FormatOptions;
@@ -9,6 +8,7 @@ use luks2::header::{self, binary};
 use luks2::io::MemDevice;
 use luks2::{ErrorKind, Luks2Device, Passphrase};
 use serde_json::Value;
+use testkit::cryptsetup::{Image, cryptsetup, run, run_ok};
 
 const MIB: usize = 1024 * 1024;
 
