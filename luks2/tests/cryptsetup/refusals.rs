@@ -1,6 +1,7 @@
 //! What cryptsetup refuses on headers from its own test images, refused alike: `repair` of a
 //! header with mandatory requirements we do not know (an online reencryption in progress, a
 //! future feature) never writes.
+#![allow(clippy::unwrap_used)]
 use luks2::crypto::calibrate::PbkdfOptions;
 use luks2::crypto::kdf::{Argon2Variant, KdfKind};
 use luks2::format::FormatOptions;
