@@ -228,10 +228,24 @@ pub(crate) struct KeyTarget {
 impl KeyTarget {
     /// [`KmsConfig::check_record`].
     pub(crate) fn check_record(&self, record: &WrappedKey) -> Result<()> {
+        self.check_location(record)?;
+        if record.key_id() != self.key_id {
+            return Err(Error::integrity(format!(
+                "the wrapped-key record names keyId {:?}, the configuration {:?}: the record \
+                 belongs to another key (or was edited); refusing",
+                server_text(record.key_id()),
+                self.key_id
+            )));
+        }
+        Ok(())
+    }
+
+    /// The record names this target's KMS type, endpoint and namespace: where credentials go.
+    pub(crate) fn check_location(&self, record: &WrappedKey) -> Result<()> {
         let differs = |field: &str, recorded: &str, configured: &str| {
             Err(Error::integrity(format!(
                 "the wrapped-key record names {field} {:?}, the configuration {:?}: the record \
-                 belongs to another KMS or key (or was edited); refusing to send credentials \
+                 belongs to another KMS (or was edited); refusing to send credentials \
                  to a place the record names",
                 server_text(recorded),
                 configured
@@ -245,9 +259,6 @@ impl KeyTarget {
             .is_ok_and(|e| e.to_string().eq_ignore_ascii_case(&configured));
         if !same_endpoint {
             return differs("endpoint", record.endpoint(), &configured);
-        }
-        if record.key_id() != self.key_id {
-            return differs("keyId", record.key_id(), &self.key_id);
         }
         if record.namespace() != self.namespace.as_deref() {
             return differs(
@@ -403,6 +414,35 @@ impl KmsConfig {
     /// [`crate::Kms::rewrap`] run the same check before any request.
     pub fn check_record(&self, record: &WrappedKey) -> Result<()> {
         self.target.check_record(record)
+    }
+
+    /// The configuration that unwraps `record`: this one with the record's key id, when the
+    /// record names this configuration's KMS type, endpoint and namespace
+    /// ([`crate::ErrorKind::Integrity`] naming the first field that differs otherwise).
+    ///
+    /// The rule after a KEK rotation (`volume rewrap --to-key-id`, README "KEK rotation"): a
+    /// record may name another key than the volume context's (the PV is immutable), but only
+    /// within the same type, endpoint and namespace: those choose where the credentials go
+    /// and stay bound to the configuration, never to the unauthenticated record. The key id
+    /// only chooses which key on that KMS the credentials' own policy is asked to use, and it
+    /// passes the same validation as a configured one (a Transit key name is a URL path
+    /// segment: no `/`, no `..`). The record's binding to its volume is still checked by
+    /// every unwrap. [`KmsConfig::check_record`] stays exact (the rewrap command decides with
+    /// it which records are under which key).
+    pub fn for_record(&self, record: &WrappedKey) -> Result<KmsConfig> {
+        self.target.check_location(record)?;
+        let key_id = record.key_id();
+        check_key_id(self.target.kind, key_id).map_err(|_| {
+            Error::integrity(format!(
+                "the wrapped-key record names keyId {:?}, which is not a valid {} key id: \
+                 refusing",
+                server_text(key_id),
+                self.target.kind
+            ))
+        })?;
+        let mut config = self.clone();
+        config.target.key_id = key_id.to_owned();
+        Ok(config)
     }
 
     /// Replaces the default time limits.

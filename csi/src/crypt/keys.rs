@@ -18,7 +18,8 @@ use crate::volume_id::VolumeId;
 pub trait KeyWrapper: Send + Sync + std::fmt::Debug {
     /// Wraps `dek` for `volume` with the configured KEK.
     async fn wrap(&self, config: &KmsConfig, dek: &Dek, volume: &VolumeId) -> Result<WrappedKey>;
-    /// Unwraps `record` for `volume` (the caller checked it against `config`).
+    /// Unwraps `record` for `volume` with `config`, which names the record's key (the caller
+    /// made it with `KmsConfig::for_record` from the volume's configuration).
     async fn unwrap(
         &self,
         config: &KmsConfig,
@@ -60,10 +61,10 @@ impl KeyWrapper for KmsKeys {
 /// A KMS client for the volume, with the record checked against the volume's configuration
 /// before any request.
 pub fn client_for(config: &KmsConfig, record: Option<&WrappedKey>) -> Result<Kms> {
-    if let Some(r) = record {
-        config.check_record(r)?;
+    match record {
+        Some(r) => Ok(Kms::new(&config.for_record(r)?)?),
+        None => Ok(Kms::new(config)?),
     }
-    Ok(Kms::new(config)?)
 }
 
 /// Unwraps `record` for `volume` with `keys`, after checking it against `config`.
@@ -73,8 +74,11 @@ pub async fn unwrap_with(
     record: &WrappedKey,
     volume: &VolumeId,
 ) -> Result<Dek> {
-    config.check_record(record)?;
-    keys.unwrap(config, record, volume).await
+    // A record rewrapped to another key (`volume rewrap --to-key-id`) names that key while the
+    // volume context still names the old one: the record's key is used, but only at the
+    // context's KMS type, endpoint and namespace (`KmsConfig::for_record`).
+    let config = config.for_record(record)?;
+    keys.unwrap(&config, record, volume).await
 }
 
 /// Generates a DEK and wraps it for `volume` with `keys`.
@@ -96,4 +100,122 @@ pub async fn unwrap(config: &KmsConfig, record: &WrappedKey, volume: &VolumeId) 
 /// Generates a DEK and wraps it for `volume` with the real KMS.
 pub async fn new_key(config: &KmsConfig, volume: &VolumeId) -> Result<(Dek, WrappedKey)> {
     new_key_with(&KmsKeys, config, volume).await
+}
+
+#[cfg(test)]
+mod tests {
+    //! What a record may differ in from the volume's configuration (README, "KEK rotation"):
+    //! the key id, within the same KMS type, endpoint and namespace; the unwrap then asks
+    //! for the record's key.
+
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::error::Kind;
+
+    /// Remembers the key id of each unwrap's configuration.
+    #[derive(Debug, Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    #[async_trait]
+    impl KeyWrapper for Recorder {
+        async fn wrap(&self, _: &KmsConfig, _: &Dek, _: &VolumeId) -> Result<WrappedKey> {
+            unreachable!("no wraps here")
+        }
+        async fn unwrap(&self, config: &KmsConfig, _: &WrappedKey, _: &VolumeId) -> Result<Dek> {
+            self.0.lock().unwrap().push(config.key_id().to_owned());
+            Ok(Dek::generate(DEK_LEN)?)
+        }
+    }
+
+    /// The volume context's configuration: key `pvc-kek` at `https://10.0.0.1:8200`.
+    fn context(namespace: Option<&str>) -> KmsConfig {
+        let secrets = HashMap::from([("token".to_owned(), "s.t".to_owned())]);
+        KmsConfig::new(
+            kms::KmsType::Transit,
+            "https://10.0.0.1:8200",
+            "pvc-kek",
+            namespace,
+            &secrets,
+        )
+        .unwrap()
+    }
+
+    fn record(kms_type: &str, endpoint: &str, key: &str, namespace: Option<&str>) -> WrappedKey {
+        let ns = namespace
+            .map(|n| format!(r#""namespace":"{n}","#))
+            .unwrap_or_default();
+        let json = format!(
+            r#"{{"version":1,"kmsType":"{kms_type}","endpoint":"{endpoint}","keyId":"{key}",{ns}"keyVersion":1,"mode":"transit-framed","ciphertext":"vault:v1:AAAA","volumeId":"pvc-1","createdAt":"2026-12-07T00:00:00Z"}}"#
+        );
+        WrappedKey::from_json(json.as_bytes()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_record_under_another_key_at_the_same_kms_unwraps_with_its_own_key() {
+        let id = VolumeId::parse("pvc-1").unwrap();
+        let keys = Recorder::default();
+        let rotated = record("transit", "https://10.0.0.1:8200", "pvc-kek-2", None);
+        unwrap_with(&keys, &context(None), &rotated, &id)
+            .await
+            .unwrap();
+        let ns = record(
+            "transit",
+            "https://10.0.0.1:8200",
+            "pvc-kek-2",
+            Some("team-a"),
+        );
+        unwrap_with(&keys, &context(Some("team-a")), &ns, &id)
+            .await
+            .unwrap();
+        assert_eq!(*keys.0.lock().unwrap(), ["pvc-kek-2", "pvc-kek-2"]);
+    }
+
+    #[tokio::test]
+    async fn a_record_of_another_type_endpoint_or_namespace_is_refused_before_any_request() {
+        let id = VolumeId::parse("pvc-1").unwrap();
+        let keys = Recorder::default();
+        let cases = [
+            (
+                record("transit", "https://10.0.0.2:8200", "pvc-kek", None),
+                "endpoint",
+                None,
+            ),
+            (
+                record("transit", "http://10.0.0.1:8200", "pvc-kek-2", None),
+                "endpoint",
+                None,
+            ),
+            (
+                record(
+                    "transit",
+                    "https://10.0.0.1:8200",
+                    "pvc-kek-2",
+                    Some("team-b"),
+                ),
+                "namespace",
+                None,
+            ),
+            (
+                record("transit", "https://10.0.0.1:8200", "pvc-kek-2", None),
+                "namespace",
+                Some("team-a"),
+            ),
+            // A Transit key name ends up in the URL path: never one that leaves transit/.
+            (
+                record("transit", "https://10.0.0.1:8200", "../../sys/raw", None),
+                "keyId",
+                None,
+            ),
+        ];
+        for (rec, field, ns) in cases {
+            let e = unwrap_with(&keys, &context(ns), &rec, &id)
+                .await
+                .unwrap_err();
+            assert_eq!(e.kind(), Kind::FailedPrecondition, "{field}: {e}");
+            assert!(e.message().contains(field), "{field}: {e}");
+        }
+        assert!(keys.0.lock().unwrap().is_empty(), "no request was made");
+    }
 }
