@@ -434,3 +434,36 @@ async fn a_plain_volume_stages_and_a_failed_mount_detaches_it() {
         "no record for a plain volume"
     );
 }
+
+#[tokio::test]
+async fn a_plain_stage_of_an_encrypted_volume_is_refused_block_and_mount() {
+    let rig = StageRig::new();
+    let id = rig.create("pvc-raw").await;
+    rig.stage_as(
+        &rig.driver,
+        &id,
+        &csi::capability::Access::Block,
+        &StageRig::secrets(),
+    )
+    .await
+    .unwrap();
+    rig.unstage(&id).await.unwrap();
+    assert!(header_uuid(&rig, &id).is_some(), "formatted LUKS2");
+    let staging = rig.staging(&id);
+    for access in [
+        csi::capability::Access::Block,
+        StageRig::mount(FsType::Ext4),
+    ] {
+        let res =
+            csi::node::stage(&rig.driver, &id, &staging, &access, None, &HashMap::new()).await;
+        let e = res.expect_err("a plain stage of our LUKS2 device must fail");
+        assert_eq!(
+            e.kind(),
+            Kind::FailedPrecondition,
+            "{access:?}: {}",
+            e.message()
+        );
+        assert!(e.message().contains("LUKS2"), "{access:?}: {}", e.message());
+        nothing_left(&rig, &id);
+    }
+}

@@ -49,8 +49,19 @@ pub async fn stage(
     secrets: &HashMap<String, String>,
 ) -> Result<()> {
     let t0 = Instant::now();
-    if d.backend.get(id).await?.is_none() {
+    let Some(vol) = d.backend.get(id).await? else {
         return Err(Error::not_found(format!("volume {id} does not exist")));
+    };
+    if encryption.is_none()
+        && vol
+            .parameters
+            .get(crate::params::PARAM_ENCRYPTION_ENABLED)
+            .is_some_and(|v| v == "true")
+    {
+        return Err(Error::precondition(format!(
+            "volume {id} was created encrypted (encryptionEnabled=true); its volume context \
+             says it is not encrypted: refusing to hand out its LUKS2 device"
+        )));
     }
     // Credentials and KMS settings are checked before anything is attached.
     let config = encryption.map(|e| e.kms_config(secrets)).transpose()?;
@@ -91,6 +102,16 @@ async fn stage_steps(
                 return Err(Error::precondition(format!(
                     "volume {id} is open as an encrypted volume; its volume context says it is \
                      not encrypted"
+                )));
+            }
+            let b = backing.clone();
+            let header = blocking(move || crypt::read_header(&b)).await?;
+            if let Some(h) = header
+                && crypt::token_record(&h)?.is_some()
+            {
+                return Err(Error::precondition(format!(
+                    "volume {id} carries this driver's LUKS2 header; its volume context says \
+                     it is not encrypted: refusing to hand out the encrypted device"
                 )));
             }
             backing
