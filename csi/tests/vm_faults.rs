@@ -371,3 +371,80 @@ fn vm_rewrapped_volume_stages_after_the_old_kek_version_is_retired() {
         "{json}"
     );
 }
+
+/// Issue 16 item 1: `volume rewrap --all --to-key-id` moves every record to another KEK while
+/// the PVs' volume contexts (immutable) still name the old one. Every volume must stage again
+/// with its original context, unwrapping with the record's key, after the old key is gone.
+#[test]
+fn vm_volumes_rewrapped_to_another_key_stage_with_their_original_context() {
+    require_privileged!();
+    const NEW_KEK: &str = "pvc-kek-b";
+    let (bao, _) = bao();
+    bao.create_key(NEW_KEK);
+    // The node's token may use both keys (the KMS policy decides which keys it may use).
+    let token = bao.policy_token(
+        KEK,
+        &format!(
+            "path \"transit/encrypt/{NEW_KEK}\" {{ capabilities = [\"update\"] }}\n\
+             path \"transit/decrypt/{NEW_KEK}\" {{ capabilities = [\"update\"] }}\n"
+        ),
+    );
+    let mut rig = Rig::new();
+    let vols: Vec<Mounted> = ["pvc-move-a", "pvc-move-b"]
+        .iter()
+        .map(|n| mounted(&mut rig, n, &bao.url, &token))
+        .collect();
+    for m in &vols {
+        fs::write(m.target.join("f"), m.v.volume_id.as_bytes()).unwrap();
+        rig.unpublish(&m.v.volume_id, &m.target).unwrap();
+        rig.unstage(&m.v.volume_id, &m.staging).unwrap();
+    }
+
+    let admin = rig.path("admin-secret-move");
+    fs::create_dir_all(&admin).unwrap();
+    fs::write(admin.join("token"), vm_support::peers::bao::ROOT).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_onmetal-csi-driver"))
+        .args(["volume", "rewrap", "--all", "--to-key-id", NEW_KEK])
+        .arg("--key-store")
+        .arg(format!("dir:{}", rig.key_dir().display()))
+        .args(["--type", "transit", "--endpoint", &bao.url, "--key-id", KEK])
+        .arg("--secret-dir")
+        .arg(&admin)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "rewrap: {text}");
+    assert!(text.contains("2 rewrapped"), "{text}");
+
+    // The old key is gone from the KMS: only the record's key can unwrap now.
+    let root = vm_support::peers::bao::ROOT;
+    let (code, body) = bao.api(
+        "POST",
+        &format!("transit/keys/{KEK}/config"),
+        Some(r#"{"deletion_allowed":true}"#),
+        root,
+    );
+    assert!((200..300).contains(&code), "{code} {body}");
+    let (code, body) = bao.api("DELETE", &format!("transit/keys/{KEK}"), None, root);
+    assert!((200..300).contains(&code), "{code} {body}");
+
+    for m in &vols {
+        assert!(
+            m.v.volume_context.values().any(|v| v == KEK),
+            "the context still names the old key"
+        );
+        let record = fs::read_to_string(rig.record_file(&m.v.volume_id)).unwrap();
+        assert!(record.contains(NEW_KEK), "{record}");
+        rig.stage(&m.v, &m.staging, cap(false, "ext4"), &token_secrets(&token))
+            .unwrap();
+        assert_eq!(
+            fs::read(m.staging.join("f")).unwrap(),
+            m.v.volume_id.as_bytes()
+        );
+        rig.unstage(&m.v.volume_id, &m.staging).unwrap();
+    }
+}
