@@ -35,6 +35,31 @@ fn code(r: Result<impl std::fmt::Debug, tonic::Status>) -> (tonic::Code, String)
     (e.code(), e.message().to_owned())
 }
 
+/// `volume rewrap --all` of the rig's records under `KEK` with OpenBao's root token (the
+/// operator's), plus `extra` flags; asserts success and returns the output.
+fn rewrap_all(rig: &Rig, url: &str, extra: &[&str]) -> String {
+    let admin = rig.path("admin-secret");
+    fs::create_dir_all(&admin).unwrap();
+    fs::write(admin.join("token"), vm_support::peers::bao::ROOT).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_onmetal-csi-driver"))
+        .args(["volume", "rewrap", "--all"])
+        .args(extra)
+        .arg("--key-store")
+        .arg(format!("dir:{}", rig.key_dir().display()))
+        .args(["--type", "transit", "--endpoint", url, "--key-id", KEK])
+        .arg("--secret-dir")
+        .arg(&admin)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "rewrap: {text}");
+    text
+}
+
 #[test]
 fn vm_transit_outage_never_disturbs_mounted_volumes() {
     require_privileged!();
@@ -330,24 +355,7 @@ fn vm_rewrapped_volume_stages_after_the_old_kek_version_is_retired() {
     // KEK rotation: a new version, every record rewrapped to it (operator, admin token), the old
     // version retired.
     bao.rotate(KEK);
-    let admin = rig.path("admin-secret");
-    fs::create_dir_all(&admin).unwrap();
-    fs::write(admin.join("token"), vm_support::peers::bao::ROOT).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_onmetal-csi-driver"))
-        .args(["volume", "rewrap", "--all"])
-        .arg("--key-store")
-        .arg(format!("dir:{}", rig.key_dir().display()))
-        .args(["--type", "transit", "--endpoint", &bao.url, "--key-id", KEK])
-        .arg("--secret-dir")
-        .arg(&admin)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "rewrap: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    rewrap_all(&rig, &bao.url, &[]);
     let record = fs::read_to_string(rig.record_file(&m.v.volume_id)).unwrap();
     assert!(record.contains("vault:v2:"), "{record}");
     let (code, body) = bao.api(
@@ -400,24 +408,7 @@ fn vm_volumes_rewrapped_to_another_key_stage_with_their_original_context() {
         rig.unstage(&m.v.volume_id, &m.staging).unwrap();
     }
 
-    let admin = rig.path("admin-secret-move");
-    fs::create_dir_all(&admin).unwrap();
-    fs::write(admin.join("token"), vm_support::peers::bao::ROOT).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_onmetal-csi-driver"))
-        .args(["volume", "rewrap", "--all", "--to-key-id", NEW_KEK])
-        .arg("--key-store")
-        .arg(format!("dir:{}", rig.key_dir().display()))
-        .args(["--type", "transit", "--endpoint", &bao.url, "--key-id", KEK])
-        .arg("--secret-dir")
-        .arg(&admin)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "rewrap: {text}");
+    let text = rewrap_all(&rig, &bao.url, &["--to-key-id", NEW_KEK]);
     assert!(text.contains("2 rewrapped"), "{text}");
 
     // The old key is gone from the KMS: only the record's key can unwrap now.
