@@ -5,7 +5,8 @@
 //! and back without losing a field, the RBAC grants exactly the Secret verbs the driver calls,
 //! the ValidatingAdmissionPolicy's CEL expressions (evaluated with the `cel` crate) admit the
 //! key store's writes and refuse every other Secret write of the driver's ServiceAccounts, and
-//! the objects are what issue 11 lists.
+//! the objects are the ones the deployment needs (CSIDriver fields, sidecars, privileged node
+//! plugin, Bidirectional kubelet mount, host network, pinned images).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::{BTreeMap, BTreeSet};

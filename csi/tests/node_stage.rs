@@ -478,7 +478,7 @@ async fn edit_record(rig: &StageRig, id: &VolumeId, from: &str, to: &str) {
     rig.store.update(id, &entry, &cur.revision).await.unwrap();
 }
 
-/// Issue 16 item 1: after `volume rewrap --to-key-id pvc-kek-2` the record names the new key
+/// KEK rotation to another key: after `volume rewrap --to-key-id pvc-kek-2` the record names the new key
 /// while the volume context (immutable) still names `pvc-kek`: the volume stages with its
 /// original context, and the node asks the KMS for the record's key. A record that moved to
 /// another endpoint is refused before any request, and leaves nothing behind.

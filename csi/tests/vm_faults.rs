@@ -380,7 +380,7 @@ fn vm_rewrapped_volume_stages_after_the_old_kek_version_is_retired() {
     );
 }
 
-/// Issue 16 item 1: `volume rewrap --all --to-key-id` moves every record to another KEK while
+/// KEK rotation to another key: `volume rewrap --all --to-key-id` moves every record to another KEK while
 /// the PVs' volume contexts (immutable) still name the old one. Every volume must stage again
 /// with its original context, unwrapping with the record's key, after the old key is gone.
 #[test]
