@@ -193,21 +193,12 @@ pub enum ClientCommand {
     List,
 }
 
+/// The driver's answer as an error of the same kind (exit codes follow it).
 fn status(e: tonic::Status) -> Error {
-    let kind = match e.code() {
-        tonic::Code::InvalidArgument => crate::Kind::InvalidArgument,
-        tonic::Code::NotFound => crate::Kind::NotFound,
-        tonic::Code::AlreadyExists => crate::Kind::AlreadyExists,
-        tonic::Code::FailedPrecondition => crate::Kind::FailedPrecondition,
-        tonic::Code::OutOfRange => crate::Kind::OutOfRange,
-        tonic::Code::Unavailable => crate::Kind::Unavailable,
-        tonic::Code::PermissionDenied => crate::Kind::PermissionDenied,
-        tonic::Code::DataLoss => crate::Kind::DataLoss,
-        tonic::Code::Aborted => crate::Kind::Aborted,
-        tonic::Code::ResourceExhausted => crate::Kind::ResourceExhausted,
-        _ => crate::Kind::Internal,
-    };
-    Error::new(kind, format!("{:?}: {}", e.code(), e.message()))
+    Error::new(
+        crate::Kind::from_code(e.code()),
+        format!("{:?}: {}", e.code(), e.message()),
+    )
 }
 
 /// The volume context of `volume_id` from ListVolumes.
