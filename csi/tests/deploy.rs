@@ -383,7 +383,7 @@ fn args(c: &Container) -> Vec<&str> {
 }
 
 #[test]
-fn the_objects_are_the_ones_the_issue_lists() {
+fn the_objects_are_the_ones_the_deployment_needs() {
     let Some(yaml) = render() else { return };
     let objs = objects(&yaml);
 
