@@ -3,12 +3,10 @@
 //! lost records, destroyed or foreign data, crashes in the middle of a first stage, plugin
 //! restarts. Nothing may be lost and nothing may be formatted over.
 
-mod vm_support;
-
 use std::fs;
 use std::path::Path;
 
-use vm_support::*;
+use testkit::plugin::*;
 
 const GIB: i64 = 1 << 30;
 
@@ -40,7 +38,7 @@ fn code(r: Result<impl std::fmt::Debug, tonic::Status>) -> (tonic::Code, String)
 fn rewrap_all(rig: &Rig, url: &str, extra: &[&str]) -> String {
     let admin = rig.path("admin-secret");
     fs::create_dir_all(&admin).unwrap();
-    fs::write(admin.join("token"), vm_support::peers::bao::ROOT).unwrap();
+    fs::write(admin.join("token"), testkit::plugin::peers::bao::ROOT).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_onmetal-csi-driver"))
         .args(["volume", "rewrap", "--all"])
         .args(extra)
@@ -362,7 +360,7 @@ fn vm_rewrapped_volume_stages_after_the_old_kek_version_is_retired() {
         "POST",
         &format!("transit/keys/{KEK}/config"),
         Some(r#"{"min_decryption_version":2}"#),
-        vm_support::peers::bao::ROOT,
+        testkit::plugin::peers::bao::ROOT,
     );
     assert!((200..300).contains(&code), "{code} {body}");
 
@@ -412,7 +410,7 @@ fn vm_volumes_rewrapped_to_another_key_stage_with_their_original_context() {
     assert!(text.contains("2 rewrapped"), "{text}");
 
     // The old key is gone from the KMS: only the record's key can unwrap now.
-    let root = vm_support::peers::bao::ROOT;
+    let root = testkit::plugin::peers::bao::ROOT;
     let (code, body) = bao.api(
         "POST",
         &format!("transit/keys/{KEK}/config"),

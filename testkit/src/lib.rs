@@ -14,6 +14,7 @@
 //! | `kube_apiserver` | an in-process Kubernetes API server for Secrets (TLS, faults) | `kube` |
 //! | `keystore` | the contract every key store keeps, run against each | `driver` |
 //! | `driver` | in-memory fakes of the driver's parts (backend, device-mapper, mounter, KMS, stage hooks), so a whole NodeStage runs on any host, unprivileged, with a real LUKS2 format on a sparse file | `driver` |
+//! | `plugin` | the real `onmetal-csi-driver serve` process over its socket, with its cleanup (VM tests, stage benchmark) | `plugin` |
 //!
 //! Without features this crate depends on no workspace crate, so luks2's and kms's tests build
 //! it without device-mapper or the driver.
@@ -37,3 +38,5 @@ pub mod kube_apiserver;
 pub mod driver;
 #[cfg(feature = "driver")]
 pub mod keystore;
+#[cfg(feature = "plugin")]
+pub mod plugin;
