@@ -32,9 +32,14 @@ fn hang(rig: &StageRig, id: &VolumeId) -> PathBuf {
     dev
 }
 
-/// Lets the stuck reader of a FIFO go (a writer opens and closes it: the reader sees EOF).
-fn release(fifo: &PathBuf) {
-    drop(fs::OpenOptions::new().write(true).open(fifo).unwrap());
+/// Lets every reader of a FIFO go while the returned handle lives: a FIFO opened for reading
+/// and writing (which never blocks on Linux) is a writer for every open that waits.
+fn release(fifo: &PathBuf) -> fs::File {
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(fifo)
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,12 +82,13 @@ async fn a_staged_volume_answers_and_a_hung_device_costs_only_its_time_limit() {
 
     // The device answers again (the FIFO's reader is let go): the stuck thread ends, and with
     // a device that reads, the next call runs a new probe that says ok.
-    release(&fifo);
+    let writer = release(&fifo);
     let deadline = Instant::now() + Duration::from_secs(30);
     while threads_named("stats-pvc-sa") > 0 {
         assert!(Instant::now() < deadline, "the stuck probe never came back");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    drop(writer);
     fs::remove_file(&fifo).unwrap();
     fs::write(&fifo, vec![0u8; 1 << 20]).unwrap();
     let r = csi::node::stats::stats_within(&rig.driver, &a, &rig.staging(&a), limit)

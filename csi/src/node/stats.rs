@@ -45,7 +45,6 @@ pub async fn stats_within(
     path: &Path,
     timeout: Duration,
 ) -> Result<proto::NodeGetVolumeStatsResponse> {
-    let device = staged_device(d, id).await?;
     // No answer: no usage, and a condition that says why (kubelet reports it on the Pod's
     // volume health), never a worker blocked on the device.
     let pending = || proto::NodeGetVolumeStatsResponse {
@@ -58,38 +57,60 @@ pub async fn stats_within(
             ),
         }),
     };
-    {
-        let mut guard = IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner());
-        if !guard.get_or_insert_with(HashSet::new).insert(id.clone()) {
-            return Ok(pending());
-        }
+    let deadline = tokio::time::Instant::now() + timeout;
+    let p = path.to_path_buf();
+    let Some(meta) = bounded(id, deadline, move || fs::metadata(&p)).await? else {
+        return Ok(pending());
+    };
+    let is_dir = meta
+        .map_err(|e| Error::not_found(format!("volume path {}: {e}", path.display())))?
+        .is_dir();
+    let device = staged_device(d, id).await?;
+    let (mounter, p, vid) = (Arc::clone(&d.mounter), path.to_path_buf(), id.clone());
+    let measured = bounded(id, deadline, move || {
+        measure(&*mounter, &vid, &p, is_dir, device.as_deref())
+    });
+    match measured.await? {
+        Some(res) => res,
+        None => Ok(pending()),
     }
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let (d_mounter, path_owned, dev, vid) = (
-        Arc::clone(&d.mounter),
-        path.to_path_buf(),
-        device.clone(),
-        id.clone(),
-    );
-    let spawned = std::thread::Builder::new()
-        .name(format!("stats-{id}"))
-        .spawn(move || {
-            let res = measure(&*d_mounter, &vid, &path_owned, dev.as_deref());
-            if let Some(set) = IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-                set.remove(&vid);
-            }
-            let _ = tx.send(res);
-        });
-    if let Err(e) = spawned {
+}
+
+/// Runs `f` on a thread of its own and waits for it until `deadline`: `None` when it did not
+/// finish in time, or when an earlier thread for `id` is still running (then none is started).
+async fn bounded<T: Send + 'static>(
+    id: &VolumeId,
+    deadline: tokio::time::Instant,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<Option<T>> {
+    let done = |id: &VolumeId| {
         if let Some(set) = IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
             set.remove(id);
         }
+    };
+    {
+        let mut guard = IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner());
+        if !guard.get_or_insert_with(HashSet::new).insert(id.clone()) {
+            return Ok(None);
+        }
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let vid = id.clone();
+    let spawned = std::thread::Builder::new()
+        .name(format!("stats-{id}"))
+        .spawn(move || {
+            let res = f();
+            done(&vid);
+            let _ = tx.send(res);
+        });
+    if let Err(e) = spawned {
+        done(id);
         return Err(Error::io("starting the stats thread", e));
     }
-    match tokio::time::timeout(timeout, rx).await {
-        Ok(Ok(res)) => res,
+    match tokio::time::timeout_at(deadline, rx).await {
+        Ok(Ok(res)) => Ok(Some(res)),
         Ok(Err(_)) => Err(Error::internal("the stats thread ended without an answer")),
-        Err(_) => Ok(pending()),
+        Err(_) => Ok(None),
     }
 }
 
@@ -98,11 +119,10 @@ fn measure(
     mounter: &dyn crate::host::mount::Mounter,
     id: &VolumeId,
     path: &Path,
+    is_dir: bool,
     device: Option<&Path>,
 ) -> Result<proto::NodeGetVolumeStatsResponse> {
     use proto::volume_usage::Unit;
-    let meta = fs::metadata(path)
-        .map_err(|e| Error::not_found(format!("volume path {}: {e}", path.display())))?;
     let condition = match device {
         None => proto::VolumeCondition {
             abnormal: true,
@@ -122,7 +142,7 @@ fn measure(
         },
     };
     let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    let usage = if meta.is_dir() {
+    let usage = if is_dir {
         let u = mounter.usage(path)?;
         vec![
             proto::VolumeUsage {
