@@ -184,7 +184,10 @@ impl Controller for ControllerService {
                         provider: v.parameters.clone(),
                     });
                     proto::list_volumes_response::Entry {
-                        volume: Some(to_proto(v, &params)),
+                        volume: Some(proto::Volume {
+                            accessible_topology: d.topology().into_iter().collect(),
+                            ..to_proto(v, &params)
+                        }),
                         status: None,
                     }
                 })

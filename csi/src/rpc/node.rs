@@ -176,7 +176,7 @@ impl Node for NodeService {
         Ok(Response::new(proto::NodeGetInfoResponse {
             node_id: self.driver.node_id.clone(),
             max_volumes_per_node: 0,
-            accessible_topology: None,
+            accessible_topology: self.driver.topology(),
         }))
     }
 }
