@@ -124,6 +124,17 @@ fn identity_answers() {
             .unwrap()
             .into_inner();
     assert_eq!(ni.node_id, "sanity-node");
+    // `serve` writes no core file (its memory holds DEKs and KMS tokens).
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", d.child.id())).unwrap();
+    let core: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap()
+        .split_whitespace()
+        .skip(4)
+        .take(2)
+        .collect();
+    assert_eq!(core, ["0", "0"], "{limits}");
     // Unadvertised methods are UNIMPLEMENTED.
     let mut ctl = ControllerClient::new(d.ch.clone());
     let caps =
