@@ -42,16 +42,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn take_empties_the_request_and_drop_wipes_the_values() {
+    fn take_leaves_no_copy_in_the_request() {
         let mut request = HashMap::from([("token".to_owned(), "s.secret".to_owned())]);
-        let mut secrets = SecretMap::take(&mut request);
+        let secrets = SecretMap::take(&mut request);
         assert!(request.is_empty(), "no second copy stays in the request");
         assert_eq!(secrets["token"], "s.secret");
-        // Zeroize clears the String's buffer before it is freed; what we can observe is that
-        // the value is emptied in place, through the same call drop makes.
-        for v in secrets.0.values_mut() {
-            zeroize::Zeroize::zeroize(v);
-        }
-        assert_eq!(secrets["token"], "");
     }
 }

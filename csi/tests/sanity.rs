@@ -656,6 +656,13 @@ fn list_volumes_refuses_tokens_it_did_not_make() {
     );
 }
 
+/// The topology segment of `node`.
+fn on_node(node: &str) -> proto::Topology {
+    proto::Topology {
+        segments: HashMap::from([("topology.csi.onmetal.de/node".to_owned(), node.to_owned())]),
+    }
+}
+
 /// The `local` backend keeps volumes on one machine: the plugin says so (capability
 /// VOLUME_ACCESSIBILITY_CONSTRAINTS, NodeGetInfo's topology), every volume names its node, and
 /// a request that may only be served elsewhere is RESOURCE_EXHAUSTED (the CO tries elsewhere).
@@ -663,12 +670,7 @@ fn list_volumes_refuses_tokens_it_did_not_make() {
 fn node_local_volumes_carry_their_node_topology() {
     use proto::plugin_capability::{Type, service};
     let d = start();
-    let here = proto::Topology {
-        segments: HashMap::from([(
-            "topology.csi.onmetal.de/node".to_owned(),
-            "sanity-node".to_owned(),
-        )]),
-    };
+    let here = on_node("sanity-node");
     let mut id = IdentityClient::new(d.ch.clone());
     let caps =
         d.rt.block_on(id.get_plugin_capabilities(proto::GetPluginCapabilitiesRequest {}))
@@ -690,12 +692,7 @@ fn node_local_volumes_carry_their_node_topology() {
     assert_eq!(ni.accessible_topology.as_ref(), Some(&here));
 
     let mut ctl = ControllerClient::new(d.ch.clone());
-    let elsewhere = proto::Topology {
-        segments: HashMap::from([(
-            "topology.csi.onmetal.de/node".to_owned(),
-            "other-node".to_owned(),
-        )]),
-    };
+    let elsewhere = on_node("other-node");
     let with = |name: &str, requisite: Vec<proto::Topology>| proto::CreateVolumeRequest {
         accessibility_requirements: Some(proto::TopologyRequirement {
             preferred: requisite.clone(),

@@ -116,19 +116,17 @@ pub async fn create(d: &Driver, r: &proto::CreateVolumeRequest) -> Result<proto:
     let range = r.capacity_range.as_ref();
     let stored = params.stored();
     if let Some(existing) = d.backend.get(&id).await? {
-        let mut vol = same_or_conflict(&existing, range, &stored, &params, &r.name)?;
-        vol.accessible_topology = d.topology().into_iter().collect();
-        return Ok(vol);
+        return same_or_conflict(d, &existing, range, &stored, &params, &r.name);
     }
     let size = size_for(range, params.encryption.is_some())?;
     let created = d.backend.create(&id, size, &stored).await?;
-    let mut vol = same_or_conflict(&created, range, &stored, &params, &r.name)?;
-    vol.accessible_topology = d.topology().into_iter().collect();
+    let vol = same_or_conflict(d, &created, range, &stored, &params, &r.name)?;
     info!(volume_id = %id, bytes = created.capacity, encrypted = params.encryption.is_some(), "created");
     Ok(vol)
 }
 
 fn same_or_conflict(
+    d: &Driver,
     existing: &BackendVolume,
     range: Option<&proto::CapacityRange>,
     stored: &std::collections::BTreeMap<String, String>,
@@ -150,7 +148,10 @@ fn same_or_conflict(
             ),
         ));
     }
-    Ok(to_proto(existing, params))
+    Ok(proto::Volume {
+        accessible_topology: d.topology().into_iter().collect(),
+        ..to_proto(existing, params)
+    })
 }
 
 /// DeleteVolume: the backing volume first, then the wrapped-key record (in that order: a

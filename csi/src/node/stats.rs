@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::fs;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use super::expand::device_size;
@@ -25,7 +25,13 @@ use crate::volume_id::VolumeId;
 pub const STATS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Volumes whose stats thread has not come back yet.
-static IN_FLIGHT: Mutex<Option<HashSet<VolumeId>>> = Mutex::new(None);
+static IN_FLIGHT: LazyLock<Mutex<HashSet<VolumeId>>> = LazyLock::new(Mutex::default);
+
+/// The set of volumes in flight (a panicked holder cannot leave it inconsistent: one insert or
+/// remove at a time).
+fn in_flight() -> std::sync::MutexGuard<'static, HashSet<VolumeId>> {
+    IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// NodeGetVolumeStats: usage of the mounted filesystem (bytes and inodes) or size of the block
 /// device, with a condition that reports a missing mapping or a device that does not answer
@@ -83,16 +89,8 @@ async fn bounded<T: Send + 'static>(
     deadline: tokio::time::Instant,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<Option<T>> {
-    let done = |id: &VolumeId| {
-        if let Some(set) = IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-            set.remove(id);
-        }
-    };
-    {
-        let mut guard = IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner());
-        if !guard.get_or_insert_with(HashSet::new).insert(id.clone()) {
-            return Ok(None);
-        }
+    if !in_flight().insert(id.clone()) {
+        return Ok(None);
     }
     let (tx, rx) = tokio::sync::oneshot::channel();
     let vid = id.clone();
@@ -100,11 +98,11 @@ async fn bounded<T: Send + 'static>(
         .name(format!("stats-{id}"))
         .spawn(move || {
             let res = f();
-            done(&vid);
+            in_flight().remove(&vid);
             let _ = tx.send(res);
         });
     if let Err(e) = spawned {
-        done(id);
+        in_flight().remove(id);
         return Err(Error::io("starting the stats thread", e));
     }
     match tokio::time::timeout_at(deadline, rx).await {
