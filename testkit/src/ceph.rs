@@ -13,7 +13,7 @@
 //! emulation): every key is made here and handed to `ceph-mon --mkfs` in its initial keyring
 //! (the monitor imports them with their caps), and the rest are monitor commands through
 //! librados as `client.admin` ([`CephCluster::mon_command`]). Dependencies: std, `tempfile` and
-//! this crate (for librados).
+//! the `rbd` crate (for librados).
 //!
 //! Teardown: [`Drop`] kills the daemons and removes the
 //! directory; and because a cluster kept in a `static` is never dropped, every cluster also has a
@@ -22,7 +22,6 @@
 //!
 //! [`CephCluster::shared`] starts one cluster per test binary. Without the Ceph binaries it
 //! returns `None` after printing why (the test then skips), or panics when `CI=true`.
-#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
 use std::fs;
 use std::io::Write as _;
