@@ -5,7 +5,7 @@
 //! `src/bin/compare.rs` (`scripts/bench-compare`). `src/bin/stage_compare.rs`
 //! (`scripts/bench-stage`, in the VM rig) times NodeStage through the driver against the
 //! cryptsetup-based flow and measures the node plugin at 50 concurrent stages; it reuses the
-//! driver's VM test rig (`csi/tests/vm_support`). This library holds what the criterion benches
+//! driver's VM test rig (`testkit::plugin`). This library holds what the criterion benches
 //! and `compare` share: building small LUKS2 images in memory.
 
 use luks2::crypto::{Argon2Variant, HashAlgorithm, KdfKind, PbkdfOptions};

@@ -136,7 +136,18 @@ pub struct Driver {
     pub locks: VolumeLocks,
 }
 
+/// The topology key of this driver's node-local volumes: the node's ID.
+pub const TOPOLOGY_KEY: &str = "topology.csi.onmetal.de/node";
+
 impl Driver {
+    /// Where this driver's volumes can be used, when that is not everywhere: with a node-local
+    /// backend, this node (`topology.csi.onmetal.de/node` = the node ID); `None` otherwise.
+    pub fn topology(&self) -> Option<crate::proto::Topology> {
+        self.backend.node_local().then(|| crate::proto::Topology {
+            segments: [(TOPOLOGY_KEY.to_owned(), self.node_id.clone())].into(),
+        })
+    }
+
     /// A driver from its parts, with the real device-mapper and KMS and no hooks.
     pub fn new(
         name: impl Into<String>,

@@ -52,6 +52,30 @@ impl Kind {
             Kind::Internal => tonic::Code::Internal,
         }
     }
+
+    /// Every kind, in declaration order.
+    pub const ALL: [Kind; 11] = [
+        Kind::InvalidArgument,
+        Kind::NotFound,
+        Kind::AlreadyExists,
+        Kind::FailedPrecondition,
+        Kind::OutOfRange,
+        Kind::Unavailable,
+        Kind::PermissionDenied,
+        Kind::DataLoss,
+        Kind::Aborted,
+        Kind::ResourceExhausted,
+        Kind::Internal,
+    ];
+
+    /// The kind a gRPC code stands for (the client side of [`Kind::code`]); codes the driver
+    /// never sends are [`Kind::Internal`].
+    pub fn from_code(code: tonic::Code) -> Kind {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.code() == code)
+            .unwrap_or(Kind::Internal)
+    }
 }
 
 /// An error of the driver: a [`Kind`], a message for the operator, and an optional source.
@@ -230,6 +254,17 @@ impl From<rbd::Error> for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_kind_round_trips_through_its_grpc_code() {
+        for k in Kind::ALL {
+            assert_eq!(Kind::from_code(k.code()), k, "{k:?}");
+        }
+        let codes: std::collections::HashSet<_> = Kind::ALL.iter().map(|k| k.code()).collect();
+        assert_eq!(codes.len(), Kind::ALL.len(), "one code per kind");
+        assert_eq!(Kind::from_code(tonic::Code::Unknown), Kind::Internal);
+        assert_eq!(Kind::from_code(tonic::Code::Cancelled), Kind::Internal);
+    }
 
     #[test]
     fn kms_errors_map_to_the_documented_codes() {

@@ -43,6 +43,7 @@ pub mod metrics;
 pub mod node;
 pub mod params;
 pub mod rpc;
+pub mod secrets;
 pub mod volume_id;
 
 /// The CSI protocol (package `csi.v1`), generated at build time from `proto/csi.proto`.

@@ -5,7 +5,8 @@
 //! and back without losing a field, the RBAC grants exactly the Secret verbs the driver calls,
 //! the ValidatingAdmissionPolicy's CEL expressions (evaluated with the `cel` crate) admit the
 //! key store's writes and refuse every other Secret write of the driver's ServiceAccounts, and
-//! the objects are what issue 11 lists.
+//! the objects are the ones the deployment needs (CSIDriver fields, sidecars, privileged node
+//! plugin, Bidirectional kubelet mount, host network, pinned images).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -382,7 +383,7 @@ fn args(c: &Container) -> Vec<&str> {
 }
 
 #[test]
-fn the_objects_are_the_ones_the_issue_lists() {
+fn the_objects_are_the_ones_the_deployment_needs() {
     let Some(yaml) = render() else { return };
     let objs = objects(&yaml);
 

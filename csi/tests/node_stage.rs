@@ -467,3 +467,51 @@ async fn a_plain_stage_of_an_encrypted_volume_is_refused_block_and_mount() {
         nothing_left(&rig, &id);
     }
 }
+
+/// Replaces `field`'s value `from` with `to` in the stored record of `id` (what `volume rewrap
+/// --to-key-id`, or an edit of the Secret, leaves behind).
+async fn edit_record(rig: &StageRig, id: &VolumeId, from: &str, to: &str) {
+    let cur = rig.record(id).await.expect("a record");
+    let mut entry = cur.entry.clone();
+    let json = entry.record.to_json().replace(from, to);
+    entry.record = kms::WrappedKey::from_json(json.as_bytes()).unwrap();
+    rig.store.update(id, &entry, &cur.revision).await.unwrap();
+}
+
+/// KEK rotation to another key: after `volume rewrap --to-key-id pvc-kek-2` the record names the new key
+/// while the volume context (immutable) still names `pvc-kek`: the volume stages with its
+/// original context, and the node asks the KMS for the record's key. A record that moved to
+/// another endpoint is refused before any request, and leaves nothing behind.
+#[tokio::test]
+async fn a_record_rewrapped_to_another_key_stages_with_the_original_context() {
+    let rig = StageRig::new();
+    let id = rig.create("pvc-moved").await;
+    rig.stage(&id).await.unwrap();
+    write_data(&rig, &id, b"moved");
+    rig.unstage(&id).await.unwrap();
+
+    edit_record(&rig, &id, r#""keyId":"pvc-kek""#, r#""keyId":"pvc-kek-2""#).await;
+    rig.stage(&id).await.unwrap();
+    staged(&rig, &id);
+    assert_eq!(read_data(&rig, &id, 5), b"moved");
+    assert_eq!(
+        rig.kms.unwrap_key_ids().last().map(String::as_str),
+        Some("pvc-kek-2"),
+        "unwrapped with the record's key"
+    );
+    rig.unstage(&id).await.unwrap();
+
+    let unwraps = rig.kms.unwraps();
+    edit_record(
+        &rig,
+        &id,
+        "https://127.0.0.1:8200",
+        "https://kms.elsewhere.example:8200",
+    )
+    .await;
+    let e = rig.stage(&id).await.expect_err("another endpoint");
+    assert_eq!(e.kind(), Kind::FailedPrecondition, "{}", e.message());
+    assert!(e.message().contains("endpoint"), "{}", e.message());
+    assert_eq!(rig.kms.unwraps(), unwraps, "no request to any KMS");
+    nothing_left(&rig, &id);
+}

@@ -110,8 +110,8 @@ fn identity_answers() {
             .into_inner();
     assert_eq!(
         caps.capabilities.len(),
-        2,
-        "controller service and online expansion"
+        3,
+        "controller service, online expansion, and topology (the local backend is node-local)"
     );
     let probe =
         d.rt.block_on(id.probe(proto::ProbeRequest {}))
@@ -124,6 +124,17 @@ fn identity_answers() {
             .unwrap()
             .into_inner();
     assert_eq!(ni.node_id, "sanity-node");
+    // `serve` writes no core file (its memory holds DEKs and KMS tokens).
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", d.child.id())).unwrap();
+    let core: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap()
+        .split_whitespace()
+        .skip(4)
+        .take(2)
+        .collect();
+    assert_eq!(core, ["0", "0"], "{limits}");
     // Unadvertised methods are UNIMPLEMENTED.
     let mut ctl = ControllerClient::new(d.ch.clone());
     let caps =
@@ -643,4 +654,83 @@ fn list_volumes_refuses_tokens_it_did_not_make() {
             "sanity-tok-3"
         ]
     );
+}
+
+/// The `local` backend keeps volumes on one machine: the plugin says so (capability
+/// VOLUME_ACCESSIBILITY_CONSTRAINTS, NodeGetInfo's topology), every volume names its node, and
+/// a request that may only be served elsewhere is RESOURCE_EXHAUSTED (the CO tries elsewhere).
+#[test]
+fn node_local_volumes_carry_their_node_topology() {
+    use proto::plugin_capability::{Type, service};
+    let d = start();
+    let here = proto::Topology {
+        segments: HashMap::from([(
+            "topology.csi.onmetal.de/node".to_owned(),
+            "sanity-node".to_owned(),
+        )]),
+    };
+    let mut id = IdentityClient::new(d.ch.clone());
+    let caps =
+        d.rt.block_on(id.get_plugin_capabilities(proto::GetPluginCapabilitiesRequest {}))
+            .unwrap()
+            .into_inner();
+    assert!(
+        caps.capabilities.iter().any(|c| matches!(
+            &c.r#type,
+            Some(Type::Service(s))
+                if s.r#type == service::Type::VolumeAccessibilityConstraints as i32
+        )),
+        "{caps:?}"
+    );
+    let mut node = NodeClient::new(d.ch.clone());
+    let ni =
+        d.rt.block_on(node.node_get_info(proto::NodeGetInfoRequest {}))
+            .unwrap()
+            .into_inner();
+    assert_eq!(ni.accessible_topology.as_ref(), Some(&here));
+
+    let mut ctl = ControllerClient::new(d.ch.clone());
+    let elsewhere = proto::Topology {
+        segments: HashMap::from([(
+            "topology.csi.onmetal.de/node".to_owned(),
+            "other-node".to_owned(),
+        )]),
+    };
+    let with = |name: &str, requisite: Vec<proto::Topology>| proto::CreateVolumeRequest {
+        accessibility_requirements: Some(proto::TopologyRequirement {
+            preferred: requisite.clone(),
+            requisite,
+        }),
+        ..create_req(name, 1 << 20)
+    };
+    assert_eq!(
+        code(d.rt.block_on(ctl.create_volume(with("pvc-away", vec![elsewhere.clone()])))),
+        Code::ResourceExhausted
+    );
+    let v =
+        d.rt.block_on(ctl.create_volume(with("pvc-here", vec![elsewhere, here.clone()])))
+            .unwrap()
+            .into_inner()
+            .volume
+            .unwrap();
+    assert_eq!(v.accessible_topology, vec![here.clone()]);
+    // Without requirements, and on a repeated create and in ListVolumes, the same.
+    let again =
+        d.rt.block_on(ctl.create_volume(create_req("pvc-here", 1 << 20)))
+            .unwrap()
+            .into_inner()
+            .volume
+            .unwrap();
+    assert_eq!(again.accessible_topology, vec![here.clone()]);
+    let list =
+        d.rt.block_on(ctl.list_volumes(proto::ListVolumesRequest::default()))
+            .unwrap()
+            .into_inner();
+    let listed = list
+        .entries
+        .iter()
+        .filter_map(|e| e.volume.as_ref())
+        .find(|v| v.volume_id == "pvc-here")
+        .unwrap();
+    assert_eq!(listed.accessible_topology, vec![here]);
 }

@@ -3,12 +3,10 @@
 //! lost records, destroyed or foreign data, crashes in the middle of a first stage, plugin
 //! restarts. Nothing may be lost and nothing may be formatted over.
 
-mod vm_support;
-
 use std::fs;
 use std::path::Path;
 
-use vm_support::*;
+use testkit::plugin::*;
 
 const GIB: i64 = 1 << 30;
 
@@ -33,6 +31,31 @@ fn mounted(rig: &mut Rig, name: &str, url: &str, token: &str) -> Mounted {
 fn code(r: Result<impl std::fmt::Debug, tonic::Status>) -> (tonic::Code, String) {
     let e = r.expect_err("the call must fail");
     (e.code(), e.message().to_owned())
+}
+
+/// `volume rewrap --all` of the rig's records under `KEK` with OpenBao's root token (the
+/// operator's), plus `extra` flags; asserts success and returns the output.
+fn rewrap_all(rig: &Rig, url: &str, extra: &[&str]) -> String {
+    let admin = rig.path("admin-secret");
+    fs::create_dir_all(&admin).unwrap();
+    fs::write(admin.join("token"), testkit::plugin::peers::bao::ROOT).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_onmetal-csi-driver"))
+        .args(["volume", "rewrap", "--all"])
+        .args(extra)
+        .arg("--key-store")
+        .arg(format!("dir:{}", rig.key_dir().display()))
+        .args(["--type", "transit", "--endpoint", url, "--key-id", KEK])
+        .arg("--secret-dir")
+        .arg(&admin)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "rewrap: {text}");
+    text
 }
 
 #[test]
@@ -330,31 +353,14 @@ fn vm_rewrapped_volume_stages_after_the_old_kek_version_is_retired() {
     // KEK rotation: a new version, every record rewrapped to it (operator, admin token), the old
     // version retired.
     bao.rotate(KEK);
-    let admin = rig.path("admin-secret");
-    fs::create_dir_all(&admin).unwrap();
-    fs::write(admin.join("token"), vm_support::peers::bao::ROOT).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_onmetal-csi-driver"))
-        .args(["volume", "rewrap", "--all"])
-        .arg("--key-store")
-        .arg(format!("dir:{}", rig.key_dir().display()))
-        .args(["--type", "transit", "--endpoint", &bao.url, "--key-id", KEK])
-        .arg("--secret-dir")
-        .arg(&admin)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "rewrap: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    rewrap_all(&rig, &bao.url, &[]);
     let record = fs::read_to_string(rig.record_file(&m.v.volume_id)).unwrap();
     assert!(record.contains("vault:v2:"), "{record}");
     let (code, body) = bao.api(
         "POST",
         &format!("transit/keys/{KEK}/config"),
         Some(r#"{"min_decryption_version":2}"#),
-        vm_support::peers::bao::ROOT,
+        testkit::plugin::peers::bao::ROOT,
     );
     assert!((200..300).contains(&code), "{code} {body}");
 
@@ -370,4 +376,64 @@ fn vm_rewrapped_volume_stages_after_the_old_kek_version_is_retired() {
         json.contains("vault:v2:") && !json.contains("vault:v1:"),
         "{json}"
     );
+}
+
+/// KEK rotation to another key: `volume rewrap --all --to-key-id` moves every record to another KEK while
+/// the PVs' volume contexts (immutable) still name the old one. Every volume must stage again
+/// with its original context, unwrapping with the record's key, after the old key is gone.
+#[test]
+fn vm_volumes_rewrapped_to_another_key_stage_with_their_original_context() {
+    require_privileged!();
+    const NEW_KEK: &str = "pvc-kek-b";
+    let (bao, _) = bao();
+    bao.create_key(NEW_KEK);
+    // The node's token may use both keys (the KMS policy decides which keys it may use).
+    let token = bao.policy_token(
+        KEK,
+        &format!(
+            "path \"transit/encrypt/{NEW_KEK}\" {{ capabilities = [\"update\"] }}\n\
+             path \"transit/decrypt/{NEW_KEK}\" {{ capabilities = [\"update\"] }}\n"
+        ),
+    );
+    let mut rig = Rig::new();
+    let vols: Vec<Mounted> = ["pvc-move-a", "pvc-move-b"]
+        .iter()
+        .map(|n| mounted(&mut rig, n, &bao.url, &token))
+        .collect();
+    for m in &vols {
+        fs::write(m.target.join("f"), m.v.volume_id.as_bytes()).unwrap();
+        rig.unpublish(&m.v.volume_id, &m.target).unwrap();
+        rig.unstage(&m.v.volume_id, &m.staging).unwrap();
+    }
+
+    let text = rewrap_all(&rig, &bao.url, &["--to-key-id", NEW_KEK]);
+    assert!(text.contains("2 rewrapped"), "{text}");
+
+    // The old key is gone from the KMS: only the record's key can unwrap now.
+    let root = testkit::plugin::peers::bao::ROOT;
+    let (code, body) = bao.api(
+        "POST",
+        &format!("transit/keys/{KEK}/config"),
+        Some(r#"{"deletion_allowed":true}"#),
+        root,
+    );
+    assert!((200..300).contains(&code), "{code} {body}");
+    let (code, body) = bao.api("DELETE", &format!("transit/keys/{KEK}"), None, root);
+    assert!((200..300).contains(&code), "{code} {body}");
+
+    for m in &vols {
+        assert!(
+            m.v.volume_context.values().any(|v| v == KEK),
+            "the context still names the old key"
+        );
+        let record = fs::read_to_string(rig.record_file(&m.v.volume_id)).unwrap();
+        assert!(record.contains(NEW_KEK), "{record}");
+        rig.stage(&m.v, &m.staging, cap(false, "ext4"), &token_secrets(&token))
+            .unwrap();
+        assert_eq!(
+            fs::read(m.staging.join("f")).unwrap(),
+            m.v.volume_id.as_bytes()
+        );
+        rig.unstage(&m.v.volume_id, &m.staging).unwrap();
+    }
 }

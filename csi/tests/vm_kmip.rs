@@ -4,13 +4,11 @@
 //! client certificate the KMS does not trust is PERMISSION_DENIED.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod vm_support;
-
 use std::collections::HashMap;
 use std::fs;
 
-use vm_support::peers::pki::{Ca, ClientOpts};
-use vm_support::*;
+use testkit::plugin::peers::pki::{Ca, ClientOpts};
+use testkit::plugin::*;
 
 const GIB: i64 = 1 << 30;
 
@@ -26,7 +24,7 @@ fn kmip_params(endpoint: &str, key_id: &str) -> HashMap<String, String> {
 #[test]
 fn vm_kmip_outage_and_untrusted_certificate() {
     require_privileged!();
-    let srv = vm_support::peers::pykmip::start().expect("PyKMIP is installed");
+    let srv = testkit::plugin::peers::pykmip::start().expect("PyKMIP is installed");
     let key = srv.create_key(true);
     let secrets = srv.secrets_for(&srv.client);
     let mut rig = Rig::new();

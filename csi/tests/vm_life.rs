@@ -4,14 +4,12 @@
 //! stats, delete — for ext4, xfs and raw block volumes, encrypted and unencrypted side by side.
 //! Encrypted volumes use a real OpenBao (Transit) started in the test.
 
-mod vm_support;
-
 use std::collections::HashMap;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
-use vm_support::*;
+use testkit::plugin::*;
 
 const GIB: i64 = 1 << 30;
 

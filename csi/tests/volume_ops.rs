@@ -7,15 +7,11 @@
 //! checked against the kernel's in `luks2/tests/kat.rs`).
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation, missing_docs)]
 
-#[path = "common/bao.rs"]
-mod bao;
-
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use bao::{Bao, require};
 use csi::crypt::restore_header;
 use csi::host::fs::FsType;
 use csi::keystore::{DirStore, KeyEntry, KeyStore, VolumeState};
@@ -23,6 +19,8 @@ use csi::volume_id::VolumeId;
 use kms::{Dek, KmsConfig, KmsType, WrappedKey};
 use luks2::crypto::cipher::KeyslotCipher;
 use sha2::{Digest, Sha256};
+use testkit::peers::bao::Transit as Bao;
+use testkit::peers::require;
 
 const MIB: u64 = 1024 * 1024;
 const DATA_OFFSET: u64 = 16 * MIB;

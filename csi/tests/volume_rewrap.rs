@@ -352,6 +352,12 @@ async fn records_move_to_another_kek_and_a_changed_record_is_not_overwritten() {
         let rec = store.get(v).await.unwrap().unwrap().entry.record;
         assert_eq!(rec.key_id(), NEW_KEY);
         assert!(new_kms.unwrap(&rec, &v.kms()).await.unwrap().ct_eq(dek));
+        // What NodeStage does with the PV's unchanged context (which names the old key): it
+        // unwraps with the record's key on the same OpenBao.
+        let staged = csi::crypt::keys::unwrap(&setup.config(KEY), &rec, v)
+            .await
+            .unwrap();
+        assert!(staged.ct_eq(dek), "{v}");
     }
 
     // A volume without a record, and a record of another KEK named explicitly, fail the run.

@@ -15,6 +15,7 @@
 //! | `keystore` | the contract every key store keeps, run against each | `driver` |
 //! | `ceph` | a real single-node Ceph cluster (monitor, manager, OSD on memstore) per test binary | `ceph` |
 //! | `driver` | in-memory fakes of the driver's parts (backend, device-mapper, mounter, KMS, stage hooks), so a whole NodeStage runs on any host, unprivileged, with a real LUKS2 format on a sparse file | `driver` |
+//! | `plugin` | the real `onmetal-csi-driver serve` process over its socket, with its cleanup (VM tests, stage benchmark) | `plugin` |
 //!
 //! Without features this crate depends on no workspace crate, so luks2's and kms's tests build
 //! it without device-mapper or the driver.
@@ -41,3 +42,5 @@ pub mod ceph;
 pub mod driver;
 #[cfg(feature = "driver")]
 pub mod keystore;
+#[cfg(feature = "plugin")]
+pub mod plugin;

@@ -3,7 +3,7 @@
 //!
 //! Runs as root on a kernel with device-mapper and loop devices (`scripts/bench-stage` runs it
 //! in the VM rig). It starts a real OpenBao dev server (Transit) and the release
-//! `onmetal-csi-driver serve` through the driver's VM test rig (`csi/tests/vm_support`: local
+//! `onmetal-csi-driver serve` through the driver's VM test rig (`testkit::plugin`: local
 //! backend and dir key store under `/tmp`, a tmpfs in the VM), and then:
 //!
 //! 1. Per round (the flows' order rotates every round), on fresh 1 GiB sparse files on the same
@@ -29,9 +29,6 @@
 //! Usage: `stage_compare [--quick] [--rounds N] [--scale N] [--idle-secs S] [--skip-default]`;
 //! `ONMETAL_CSI_DRIVER` names the driver binary (see `scripts/bench-stage`).
 
-#[path = "../../../csi/tests/vm_support/mod.rs"]
-mod vm_support;
-
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::fs;
@@ -47,7 +44,7 @@ use csi::proto;
 use csi::proto::node_client::NodeClient;
 use csi::proto::volume_capability::{AccessMode, AccessType, MountVolume, access_mode::Mode};
 use testkit::peers;
-use vm_support::Rig;
+use testkit::plugin::Rig;
 
 const GIB: u64 = 1 << 30;
 /// The driver's ext4 options (`csi/src/mount.rs`), used for the command flows too.
@@ -334,9 +331,9 @@ impl Bench {
     fn create(&mut self, encrypted: bool) -> Result<proto::Volume> {
         self.seq += 1;
         let params = if encrypted {
-            vm_support::transit_params(&self.bao.url)
+            testkit::plugin::transit_params(&self.bao.url)
         } else {
-            vm_support::plain_params()
+            testkit::plugin::plain_params()
         };
         let name = format!(
             "bench-{}-{}",
@@ -720,7 +717,7 @@ fn main() -> Result<()> {
         "needs root and device-mapper (run scripts/bench-stage)"
     );
     let started = Instant::now();
-    let (bao, token) = vm_support::bao();
+    let (bao, token) = testkit::plugin::bao();
     let metrics = format!("127.0.0.1:{}", peers::free_port());
     let rig = Rig::with(
         Vec::new(),
@@ -744,7 +741,7 @@ fn main() -> Result<()> {
     let mut b = Bench {
         rig,
         bao,
-        secrets: vm_support::token_secrets(&token),
+        secrets: testkit::plugin::token_secrets(&token),
         log,
         metrics,
         work,

@@ -250,6 +250,11 @@ impl LocalBackend {
 /// so on the blocking pool: 50 concurrent stages must not park the runtime's worker threads.
 #[async_trait]
 impl Backend for LocalBackend {
+    /// The image files live on this machine's disk.
+    fn node_local(&self) -> bool {
+        true
+    }
+
     async fn create(
         &self,
         id: &VolumeId,

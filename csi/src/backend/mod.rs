@@ -101,6 +101,13 @@ pub trait Backend: Send + Sync + fmt::Debug {
     async fn detach(&self, id: &VolumeId) -> Result<()>;
     /// Node side: makes the attached device show the volume's current size.
     async fn refresh_size(&self, id: &VolumeId) -> Result<()>;
+
+    /// Whether a volume can only be used on the node that created it (a node-local disk, such
+    /// as [`local`]): the driver then advertises topology, so that the scheduler puts Pods
+    /// where the volume is. Network storage reachable from every node says `false`.
+    fn node_local(&self) -> bool {
+        false
+    }
 }
 
 /// Parses a `--backend` value (`local:DIR` or `rbd`, which reaches Ceph as `ceph` says).

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::secrets::SecretMap;
+
 use clap::Args;
 use kms::{Kms, KmsConfig, KmsType, Timeouts};
 use zeroize::Zeroizing;
@@ -157,7 +159,7 @@ pub fn read_secret_dir(dir: &Path) -> Result<SecretMap> {
             dir.display()
         )));
     }
-    let mut map = SecretMap(HashMap::new());
+    let mut map = SecretMap::default();
     for key in [
         kms::SECRET_TOKEN,
         kms::SECRET_CA,
@@ -170,29 +172,11 @@ pub fn read_secret_dir(dir: &Path) -> Result<SecretMap> {
                 let bytes = Zeroizing::new(bytes);
                 let text = std::str::from_utf8(&bytes)
                     .map_err(|_| Error::invalid(format!("{} is not UTF-8 text", path.display())))?;
-                map.0.insert(key.to_owned(), text.to_owned());
+                map.insert(key.to_owned(), text.to_owned());
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
         }
     }
     Ok(map)
-}
-
-/// Secret files' contents, wiped on drop (no `Debug`: it holds tokens and private keys).
-pub struct SecretMap(HashMap<String, String>);
-
-impl std::ops::Deref for SecretMap {
-    type Target = HashMap<String, String>;
-    fn deref(&self) -> &Self::Target {
-        &self.0
-    }
-}
-
-impl Drop for SecretMap {
-    fn drop(&mut self) {
-        for v in self.0.values_mut() {
-            zeroize::Zeroize::zeroize(v);
-        }
-    }
 }

@@ -2,7 +2,7 @@
 //! quick start and the tests. Every verb prints what it did and its latency.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::{Args, Subcommand};
@@ -193,21 +193,12 @@ pub enum ClientCommand {
     List,
 }
 
+/// The driver's answer as an error of the same kind (exit codes follow it).
 fn status(e: tonic::Status) -> Error {
-    let kind = match e.code() {
-        tonic::Code::InvalidArgument => crate::Kind::InvalidArgument,
-        tonic::Code::NotFound => crate::Kind::NotFound,
-        tonic::Code::AlreadyExists => crate::Kind::AlreadyExists,
-        tonic::Code::FailedPrecondition => crate::Kind::FailedPrecondition,
-        tonic::Code::OutOfRange => crate::Kind::OutOfRange,
-        tonic::Code::Unavailable => crate::Kind::Unavailable,
-        tonic::Code::PermissionDenied => crate::Kind::PermissionDenied,
-        tonic::Code::DataLoss => crate::Kind::DataLoss,
-        tonic::Code::Aborted => crate::Kind::Aborted,
-        tonic::Code::ResourceExhausted => crate::Kind::ResourceExhausted,
-        _ => crate::Kind::Internal,
-    };
-    Error::new(kind, format!("{:?}: {}", e.code(), e.message()))
+    Error::new(
+        crate::Kind::from_code(e.code()),
+        format!("{:?}: {}", e.code(), e.message()),
+    )
 }
 
 /// The volume context of `volume_id` from ListVolumes.
@@ -228,143 +219,27 @@ async fn context_of(ch: &Channel, volume_id: &str) -> Result<HashMap<String, Str
 /// Runs one verb; prints the result and the latency.
 pub async fn run(endpoint: &str, cmd: ClientCommand) -> Result<()> {
     let ch = connect(endpoint).await?;
-    let t = Instant::now();
-    let ms = |t: Instant| t.elapsed().as_secs_f64() * 1000.0;
     match cmd {
-        ClientCommand::Info => {
-            let mut id = IdentityClient::new(ch.clone());
-            let info = id
-                .get_plugin_info(proto::GetPluginInfoRequest {})
-                .await
-                .map_err(status)?
-                .into_inner();
-            let caps = id
-                .get_plugin_capabilities(proto::GetPluginCapabilitiesRequest {})
-                .await
-                .map_err(status)?
-                .into_inner();
-            let probe = id
-                .probe(proto::ProbeRequest {})
-                .await
-                .map_err(status)?
-                .into_inner();
-            println!(
-                "plugin {} {} ready={} capabilities={:?}",
-                info.name,
-                info.vendor_version,
-                probe.ready.unwrap_or(false),
-                caps.capabilities
-            );
-        }
+        ClientCommand::Info => info(ch).await,
         ClientCommand::Create {
             name,
             size,
             params,
             access,
-        } => {
-            let v = ControllerClient::new(ch)
-                .create_volume(proto::CreateVolumeRequest {
-                    name,
-                    capacity_range: Some(proto::CapacityRange {
-                        required_bytes: parse_size(&size)?,
-                        limit_bytes: 0,
-                    }),
-                    volume_capabilities: vec![access.capability()],
-                    parameters: pairs(&params)?,
-                    ..Default::default()
-                })
-                .await
-                .map_err(status)?
-                .into_inner()
-                .volume
-                .ok_or_else(|| Error::internal("CreateVolume returned no volume"))?;
-            let mut ctx: Vec<_> = v.volume_context.iter().collect();
-            ctx.sort();
-            println!(
-                "created volume_id={} capacity_bytes={} context={:?} ({:.1} ms)",
-                v.volume_id,
-                v.capacity_bytes,
-                ctx,
-                ms(t)
-            );
-        }
-        ClientCommand::Delete { volume_id } => {
-            ControllerClient::new(ch)
-                .delete_volume(proto::DeleteVolumeRequest {
-                    volume_id: volume_id.clone(),
-                    secrets: HashMap::new(),
-                })
-                .await
-                .map_err(status)?;
-            println!("deleted {volume_id} ({:.1} ms)", ms(t));
-        }
-        ClientCommand::Expand { volume_id, size } => {
-            let r = ControllerClient::new(ch)
-                .controller_expand_volume(proto::ControllerExpandVolumeRequest {
-                    volume_id: volume_id.clone(),
-                    capacity_range: Some(proto::CapacityRange {
-                        required_bytes: parse_size(&size)?,
-                        limit_bytes: 0,
-                    }),
-                    ..Default::default()
-                })
-                .await
-                .map_err(status)?
-                .into_inner();
-            println!(
-                "expanded {volume_id} capacity_bytes={} node_expansion_required={} ({:.1} ms)",
-                r.capacity_bytes,
-                r.node_expansion_required,
-                ms(t)
-            );
-        }
+        } => create(ch, name, &size, &params, &access).await,
+        ClientCommand::Delete { volume_id } => delete(ch, volume_id).await,
+        ClientCommand::Expand { volume_id, size } => expand(ch, volume_id, &size).await,
         ClientCommand::Stage {
             volume_id,
             staging_path,
             context,
             secret_dir,
             access,
-        } => {
-            let volume_context = if context.is_empty() {
-                context_of(&ch, &volume_id).await?
-            } else {
-                pairs(&context)?
-            };
-            let secrets = match &secret_dir {
-                Some(d) => (*crate::cli::args::read_secret_dir(d)?).clone(),
-                None => HashMap::new(),
-            };
-            let t = Instant::now();
-            NodeClient::new(ch)
-                .node_stage_volume(proto::NodeStageVolumeRequest {
-                    volume_id: volume_id.clone(),
-                    staging_target_path: staging_path.display().to_string(),
-                    volume_capability: Some(access.capability()),
-                    secrets,
-                    volume_context,
-                    publish_context: HashMap::new(),
-                })
-                .await
-                .map_err(status)?;
-            println!(
-                "staged {volume_id} at {} ({:.1} ms)",
-                staging_path.display(),
-                ms(t)
-            );
-        }
+        } => stage(ch, volume_id, &staging_path, &context, secret_dir, &access).await,
         ClientCommand::Unstage {
             volume_id,
             staging_path,
-        } => {
-            NodeClient::new(ch)
-                .node_unstage_volume(proto::NodeUnstageVolumeRequest {
-                    volume_id: volume_id.clone(),
-                    staging_target_path: staging_path.display().to_string(),
-                })
-                .await
-                .map_err(status)?;
-            println!("unstaged {volume_id} ({:.1} ms)", ms(t));
-        }
+        } => unstage(ch, volume_id, &staging_path).await,
         ClientCommand::Publish {
             volume_id,
             staging_path,
@@ -372,105 +247,301 @@ pub async fn run(endpoint: &str, cmd: ClientCommand) -> Result<()> {
             readonly,
             access,
         } => {
-            NodeClient::new(ch)
-                .node_publish_volume(proto::NodePublishVolumeRequest {
-                    volume_id: volume_id.clone(),
-                    staging_target_path: staging_path.display().to_string(),
-                    target_path: target_path.display().to_string(),
-                    volume_capability: Some(access.capability()),
-                    readonly,
-                    ..Default::default()
-                })
-                .await
-                .map_err(status)?;
-            println!(
-                "published {volume_id} at {} ({:.1} ms)",
-                target_path.display(),
-                ms(t)
-            );
+            publish(
+                ch,
+                volume_id,
+                &staging_path,
+                &target_path,
+                readonly,
+                &access,
+            )
+            .await
         }
         ClientCommand::Unpublish {
             volume_id,
             target_path,
-        } => {
-            NodeClient::new(ch)
-                .node_unpublish_volume(proto::NodeUnpublishVolumeRequest {
-                    volume_id: volume_id.clone(),
-                    target_path: target_path.display().to_string(),
-                })
-                .await
-                .map_err(status)?;
-            println!("unpublished {volume_id} ({:.1} ms)", ms(t));
-        }
+        } => unpublish(ch, volume_id, &target_path).await,
         ClientCommand::NodeExpand {
             volume_id,
             volume_path,
             secret_dir,
-        } => {
-            let secrets = match &secret_dir {
-                Some(d) => (*crate::cli::args::read_secret_dir(d)?).clone(),
-                None => HashMap::new(),
-            };
-            let r = NodeClient::new(ch)
-                .node_expand_volume(proto::NodeExpandVolumeRequest {
-                    volume_id: volume_id.clone(),
-                    volume_path: volume_path.display().to_string(),
-                    secrets,
-                    ..Default::default()
-                })
-                .await
-                .map_err(status)?
-                .into_inner();
-            println!(
-                "node-expanded {volume_id} capacity_bytes={} ({:.1} ms)",
-                r.capacity_bytes,
-                ms(t)
-            );
-        }
+        } => node_expand(ch, volume_id, &volume_path, secret_dir).await,
         ClientCommand::Stats {
             volume_id,
             volume_path,
-        } => {
-            let r = NodeClient::new(ch)
-                .node_get_volume_stats(proto::NodeGetVolumeStatsRequest {
-                    volume_id: volume_id.clone(),
-                    volume_path: volume_path.display().to_string(),
-                    staging_target_path: String::new(),
-                })
-                .await
-                .map_err(status)?
-                .into_inner();
-            for u in &r.usage {
-                println!(
-                    "stats {volume_id} {:?}: total={} used={} available={}",
-                    proto::volume_usage::Unit::try_from(u.unit)
-                        .unwrap_or(proto::volume_usage::Unit::Unknown),
-                    u.total,
-                    u.used,
-                    u.available
-                );
-            }
-            if let Some(c) = r.volume_condition {
-                println!("condition abnormal={} message={:?}", c.abnormal, c.message);
-            }
-        }
-        ClientCommand::List => {
-            let list = ControllerClient::new(ch)
-                .list_volumes(proto::ListVolumesRequest::default())
-                .await
-                .map_err(status)?
-                .into_inner();
-            for e in list.entries.into_iter().filter_map(|e| e.volume) {
-                println!(
-                    "{} capacity_bytes={} encrypted={}",
-                    e.volume_id,
-                    e.capacity_bytes,
-                    e.volume_context
-                        .get("encryptionEnabled")
-                        .map_or("false", String::as_str)
-                );
-            }
-        }
+        } => stats(ch, volume_id, &volume_path).await,
+        ClientCommand::List => list(ch).await,
+    }
+}
+
+/// Milliseconds since `t`.
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+/// The Secret's keys from `--secret-dir` (none without it).
+fn secrets_from(dir: Option<PathBuf>) -> Result<HashMap<String, String>> {
+    match &dir {
+        Some(d) => Ok((*crate::cli::args::read_secret_dir(d)?).clone()),
+        None => Ok(HashMap::new()),
+    }
+}
+
+async fn info(ch: Channel) -> Result<()> {
+    let mut id = IdentityClient::new(ch);
+    let info = id
+        .get_plugin_info(proto::GetPluginInfoRequest {})
+        .await
+        .map_err(status)?
+        .into_inner();
+    let caps = id
+        .get_plugin_capabilities(proto::GetPluginCapabilitiesRequest {})
+        .await
+        .map_err(status)?
+        .into_inner();
+    let probe = id
+        .probe(proto::ProbeRequest {})
+        .await
+        .map_err(status)?
+        .into_inner();
+    println!(
+        "plugin {} {} ready={} capabilities={:?}",
+        info.name,
+        info.vendor_version,
+        probe.ready.unwrap_or(false),
+        caps.capabilities
+    );
+    Ok(())
+}
+
+async fn create(
+    ch: Channel,
+    name: String,
+    size: &str,
+    params: &[String],
+    access: &AccessArgs,
+) -> Result<()> {
+    let t = Instant::now();
+    let v = ControllerClient::new(ch)
+        .create_volume(proto::CreateVolumeRequest {
+            name,
+            capacity_range: Some(proto::CapacityRange {
+                required_bytes: parse_size(size)?,
+                limit_bytes: 0,
+            }),
+            volume_capabilities: vec![access.capability()],
+            parameters: pairs(params)?,
+            ..Default::default()
+        })
+        .await
+        .map_err(status)?
+        .into_inner()
+        .volume
+        .ok_or_else(|| Error::internal("CreateVolume returned no volume"))?;
+    let mut ctx: Vec<_> = v.volume_context.iter().collect();
+    ctx.sort();
+    println!(
+        "created volume_id={} capacity_bytes={} context={:?} ({:.1} ms)",
+        v.volume_id,
+        v.capacity_bytes,
+        ctx,
+        ms(t)
+    );
+    Ok(())
+}
+
+async fn delete(ch: Channel, volume_id: String) -> Result<()> {
+    let t = Instant::now();
+    ControllerClient::new(ch)
+        .delete_volume(proto::DeleteVolumeRequest {
+            volume_id: volume_id.clone(),
+            secrets: HashMap::new(),
+        })
+        .await
+        .map_err(status)?;
+    println!("deleted {volume_id} ({:.1} ms)", ms(t));
+    Ok(())
+}
+
+async fn expand(ch: Channel, volume_id: String, size: &str) -> Result<()> {
+    let t = Instant::now();
+    let r = ControllerClient::new(ch)
+        .controller_expand_volume(proto::ControllerExpandVolumeRequest {
+            volume_id: volume_id.clone(),
+            capacity_range: Some(proto::CapacityRange {
+                required_bytes: parse_size(size)?,
+                limit_bytes: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    println!(
+        "expanded {volume_id} capacity_bytes={} node_expansion_required={} ({:.1} ms)",
+        r.capacity_bytes,
+        r.node_expansion_required,
+        ms(t)
+    );
+    Ok(())
+}
+
+async fn stage(
+    ch: Channel,
+    volume_id: String,
+    staging_path: &Path,
+    context: &[String],
+    secret_dir: Option<PathBuf>,
+    access: &AccessArgs,
+) -> Result<()> {
+    let volume_context = if context.is_empty() {
+        context_of(&ch, &volume_id).await?
+    } else {
+        pairs(context)?
+    };
+    let secrets = secrets_from(secret_dir)?;
+    // The latency of the stage alone, without the context lookup.
+    let t = Instant::now();
+    NodeClient::new(ch)
+        .node_stage_volume(proto::NodeStageVolumeRequest {
+            volume_id: volume_id.clone(),
+            staging_target_path: staging_path.display().to_string(),
+            volume_capability: Some(access.capability()),
+            secrets,
+            volume_context,
+            publish_context: HashMap::new(),
+        })
+        .await
+        .map_err(status)?;
+    println!(
+        "staged {volume_id} at {} ({:.1} ms)",
+        staging_path.display(),
+        ms(t)
+    );
+    Ok(())
+}
+
+async fn unstage(ch: Channel, volume_id: String, staging_path: &Path) -> Result<()> {
+    let t = Instant::now();
+    NodeClient::new(ch)
+        .node_unstage_volume(proto::NodeUnstageVolumeRequest {
+            volume_id: volume_id.clone(),
+            staging_target_path: staging_path.display().to_string(),
+        })
+        .await
+        .map_err(status)?;
+    println!("unstaged {volume_id} ({:.1} ms)", ms(t));
+    Ok(())
+}
+
+async fn publish(
+    ch: Channel,
+    volume_id: String,
+    staging_path: &Path,
+    target_path: &Path,
+    readonly: bool,
+    access: &AccessArgs,
+) -> Result<()> {
+    let t = Instant::now();
+    NodeClient::new(ch)
+        .node_publish_volume(proto::NodePublishVolumeRequest {
+            volume_id: volume_id.clone(),
+            staging_target_path: staging_path.display().to_string(),
+            target_path: target_path.display().to_string(),
+            volume_capability: Some(access.capability()),
+            readonly,
+            ..Default::default()
+        })
+        .await
+        .map_err(status)?;
+    println!(
+        "published {volume_id} at {} ({:.1} ms)",
+        target_path.display(),
+        ms(t)
+    );
+    Ok(())
+}
+
+async fn unpublish(ch: Channel, volume_id: String, target_path: &Path) -> Result<()> {
+    let t = Instant::now();
+    NodeClient::new(ch)
+        .node_unpublish_volume(proto::NodeUnpublishVolumeRequest {
+            volume_id: volume_id.clone(),
+            target_path: target_path.display().to_string(),
+        })
+        .await
+        .map_err(status)?;
+    println!("unpublished {volume_id} ({:.1} ms)", ms(t));
+    Ok(())
+}
+
+async fn node_expand(
+    ch: Channel,
+    volume_id: String,
+    volume_path: &Path,
+    secret_dir: Option<PathBuf>,
+) -> Result<()> {
+    let secrets = secrets_from(secret_dir)?;
+    let t = Instant::now();
+    let r = NodeClient::new(ch)
+        .node_expand_volume(proto::NodeExpandVolumeRequest {
+            volume_id: volume_id.clone(),
+            volume_path: volume_path.display().to_string(),
+            secrets,
+            ..Default::default()
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    println!(
+        "node-expanded {volume_id} capacity_bytes={} ({:.1} ms)",
+        r.capacity_bytes,
+        ms(t)
+    );
+    Ok(())
+}
+
+async fn stats(ch: Channel, volume_id: String, volume_path: &Path) -> Result<()> {
+    let r = NodeClient::new(ch)
+        .node_get_volume_stats(proto::NodeGetVolumeStatsRequest {
+            volume_id: volume_id.clone(),
+            volume_path: volume_path.display().to_string(),
+            staging_target_path: String::new(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    for u in &r.usage {
+        println!(
+            "stats {volume_id} {:?}: total={} used={} available={}",
+            proto::volume_usage::Unit::try_from(u.unit)
+                .unwrap_or(proto::volume_usage::Unit::Unknown),
+            u.total,
+            u.used,
+            u.available
+        );
+    }
+    if let Some(c) = r.volume_condition {
+        println!("condition abnormal={} message={:?}", c.abnormal, c.message);
+    }
+    Ok(())
+}
+
+async fn list(ch: Channel) -> Result<()> {
+    let list = ControllerClient::new(ch)
+        .list_volumes(proto::ListVolumesRequest::default())
+        .await
+        .map_err(status)?
+        .into_inner();
+    for e in list.entries.into_iter().filter_map(|e| e.volume) {
+        println!(
+            "{} capacity_bytes={} encrypted={}",
+            e.volume_id,
+            e.capacity_bytes,
+            e.volume_context
+                .get("encryptionEnabled")
+                .map_or("false", String::as_str)
+        );
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::{Runtime, runtime};
 use crate::driver::{Driver, Mode, crash_points_from_env};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::host::mount::SystemMounter;
 
 /// `serve` flags.
@@ -53,8 +53,26 @@ pub struct ServeArgs {
     metrics_address: Option<SocketAddr>,
 }
 
+/// Keeps the keys in this process's memory out of core dumps and away from other processes
+/// of the same user: not dumpable (`PR_SET_DUMPABLE` 0: no core file, no ptrace attach, its
+/// `/proc/PID` files owned by root) and a core-file limit of 0.
+pub fn harden_process() -> Result<()> {
+    use rustix::process::{DumpableBehavior, Resource, Rlimit, set_dumpable_behavior, setrlimit};
+    set_dumpable_behavior(DumpableBehavior::NotDumpable)
+        .map_err(|e| Error::io("prctl(PR_SET_DUMPABLE, 0)", e.into()))?;
+    setrlimit(
+        Resource::Core,
+        Rlimit {
+            current: Some(0),
+            maximum: Some(0),
+        },
+    )
+    .map_err(|e| Error::io("setrlimit(RLIMIT_CORE, 0)", e.into()))
+}
+
 /// Builds the driver from the flags and serves until a signal.
 pub fn run(a: ServeArgs) -> Result<()> {
+    harden_process()?;
     let backend: Arc<dyn crate::backend::Backend> =
         Arc::from(crate::backend::open(&a.backend, &a.ceph.config())?);
     let rt = runtime(Runtime::Server)?;
@@ -77,4 +95,18 @@ pub fn run(a: ServeArgs) -> Result<()> {
         &a.endpoint,
         a.metrics_address,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use rustix::process::{DumpableBehavior, Resource, dumpable_behavior, getrlimit};
+
+    #[test]
+    fn serve_is_not_dumpable_and_writes_no_core() {
+        // Process-wide, and harmless for the other tests of this binary.
+        super::harden_process().unwrap();
+        assert_eq!(dumpable_behavior().unwrap(), DumpableBehavior::NotDumpable);
+        let core = getrlimit(Resource::Core);
+        assert_eq!((core.current, core.maximum), (Some(0), Some(0)));
+    }
 }

@@ -62,7 +62,8 @@ fn fits(range: Option<&proto::CapacityRange>, capacity: u64) -> bool {
     capacity >= req && (lim == 0 || capacity <= lim)
 }
 
-/// The CSI volume of a backend volume.
+/// The CSI volume of a backend volume (the caller adds where it is accessible:
+/// [`Driver::topology`]).
 pub fn to_proto(v: &BackendVolume, params: &VolumeParams) -> proto::Volume {
     proto::Volume {
         capacity_bytes: i64::try_from(v.capacity).unwrap_or(i64::MAX),
@@ -71,6 +72,26 @@ pub fn to_proto(v: &BackendVolume, params: &VolumeParams) -> proto::Volume {
         content_source: None,
         accessible_topology: vec![],
     }
+}
+
+/// A node-local backend makes volumes only where this controller runs: a request whose
+/// requisite topology excludes that place cannot be served (RESOURCE_EXHAUSTED, so that the
+/// CO tries elsewhere). Preferred topology needs no answer: there is one place.
+fn check_requisite(d: &Driver, r: &proto::CreateVolumeRequest) -> Result<()> {
+    let (Some(here), Some(req)) = (d.topology(), r.accessibility_requirements.as_ref()) else {
+        return Ok(());
+    };
+    if req.requisite.is_empty() || req.requisite.iter().any(|t| t.segments == here.segments) {
+        return Ok(());
+    }
+    Err(Error::new(
+        Kind::ResourceExhausted,
+        format!(
+            "volumes of this node-local backend live on node {:?}, which the requisite \
+             topology does not include",
+            d.node_id
+        ),
+    ))
 }
 
 /// CreateVolume: idempotent by name.
@@ -90,15 +111,19 @@ pub async fn create(d: &Driver, r: &proto::CreateVolumeRequest) -> Result<proto:
         ));
     }
     let params = VolumeParams::parse(&r.parameters)?;
+    check_requisite(d, r)?;
     let id = d.backend.volume_id(&r.name, &params.provider)?;
     let range = r.capacity_range.as_ref();
     let stored = params.stored();
     if let Some(existing) = d.backend.get(&id).await? {
-        return same_or_conflict(&existing, range, &stored, &params, &r.name);
+        let mut vol = same_or_conflict(&existing, range, &stored, &params, &r.name)?;
+        vol.accessible_topology = d.topology().into_iter().collect();
+        return Ok(vol);
     }
     let size = size_for(range, params.encryption.is_some())?;
     let created = d.backend.create(&id, size, &stored).await?;
-    let vol = same_or_conflict(&created, range, &stored, &params, &r.name)?;
+    let mut vol = same_or_conflict(&created, range, &stored, &params, &r.name)?;
+    vol.accessible_topology = d.topology().into_iter().collect();
     info!(volume_id = %id, bytes = created.capacity, encrypted = params.encryption.is_some(), "created");
     Ok(vol)
 }

@@ -16,6 +16,7 @@ use crate::error::{Error, Kind, Result};
 use crate::params::VolumeParams;
 use crate::proto;
 use crate::proto::controller_server::Controller;
+use crate::secrets::SecretMap;
 use crate::volume_id::VolumeId;
 
 /// The gRPC controller service.
@@ -76,7 +77,9 @@ impl Controller for ControllerService {
         &self,
         req: Request<proto::CreateVolumeRequest>,
     ) -> std::result::Result<Response<proto::CreateVolumeResponse>, Status> {
-        let r = req.into_inner();
+        let mut r = req.into_inner();
+        // Secrets are not used by the controller: wiped at once.
+        drop(SecretMap::take(&mut r.secrets));
         let d = Arc::clone(&self.driver);
         let lock_name = format!("create/{}", r.name);
         call("CreateVolume", &r.name.clone(), async move {
@@ -92,7 +95,9 @@ impl Controller for ControllerService {
         &self,
         req: Request<proto::DeleteVolumeRequest>,
     ) -> std::result::Result<Response<proto::DeleteVolumeResponse>, Status> {
-        let r = req.into_inner();
+        let mut r = req.into_inner();
+        // Secrets are not used by the controller: wiped at once.
+        drop(SecretMap::take(&mut r.secrets));
         let d = Arc::clone(&self.driver);
         call("DeleteVolume", &r.volume_id.clone(), async move {
             let _guard = d.locks.try_lock(&r.volume_id)?;
@@ -184,7 +189,10 @@ impl Controller for ControllerService {
                         provider: v.parameters.clone(),
                     });
                     proto::list_volumes_response::Entry {
-                        volume: Some(to_proto(v, &params)),
+                        volume: Some(proto::Volume {
+                            accessible_topology: d.topology().into_iter().collect(),
+                            ..to_proto(v, &params)
+                        }),
                         status: None,
                     }
                 })
@@ -240,7 +248,9 @@ impl Controller for ControllerService {
         &self,
         req: Request<proto::ControllerExpandVolumeRequest>,
     ) -> std::result::Result<Response<proto::ControllerExpandVolumeResponse>, Status> {
-        let r = req.into_inner();
+        let mut r = req.into_inner();
+        // Secrets are not used by the controller: wiped at once.
+        drop(SecretMap::take(&mut r.secrets));
         let d = Arc::clone(&self.driver);
         call("ControllerExpandVolume", &r.volume_id.clone(), async move {
             let id = known(&r.volume_id)?;

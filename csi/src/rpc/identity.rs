@@ -51,6 +51,13 @@ impl Identity for IdentityService {
                 })),
             });
         }
+        if self.driver.topology().is_some() {
+            caps.push(proto::PluginCapability {
+                r#type: Some(Type::Service(Service {
+                    r#type: service::Type::VolumeAccessibilityConstraints as i32,
+                })),
+            });
+        }
         Ok(Response::new(proto::GetPluginCapabilitiesResponse {
             capabilities: caps,
         }))

@@ -14,6 +14,7 @@ use crate::node::{expand, publish, stage, stats, unpublish, unstage};
 use crate::params::VolumeParams;
 use crate::proto;
 use crate::proto::node_server::Node;
+use crate::secrets::SecretMap;
 use crate::volume_id::VolumeId;
 
 /// The gRPC node service.
@@ -35,7 +36,9 @@ impl Node for NodeService {
         &self,
         req: Request<proto::NodeStageVolumeRequest>,
     ) -> std::result::Result<Response<proto::NodeStageVolumeResponse>, Status> {
-        let r = req.into_inner();
+        let mut r = req.into_inner();
+        // The KMS credentials: held where they are wiped after the call.
+        let secrets = SecretMap::take(&mut r.secrets);
         let d = Arc::clone(&self.driver);
         call("NodeStageVolume", &r.volume_id.clone(), async move {
             let id = VolumeId::parse(required(&r.volume_id, "volume_id")?)?;
@@ -53,7 +56,7 @@ impl Node for NodeService {
                 &staging,
                 &access,
                 params.encryption.as_ref(),
-                &r.secrets,
+                &secrets,
             )
             .await?;
             Ok(proto::NodeStageVolumeResponse {})
@@ -134,7 +137,9 @@ impl Node for NodeService {
         &self,
         req: Request<proto::NodeExpandVolumeRequest>,
     ) -> std::result::Result<Response<proto::NodeExpandVolumeResponse>, Status> {
-        let r = req.into_inner();
+        let mut r = req.into_inner();
+        // Not used (expansion needs no KMS): wiped at once.
+        drop(SecretMap::take(&mut r.secrets));
         let d = Arc::clone(&self.driver);
         call("NodeExpandVolume", &r.volume_id.clone(), async move {
             let id = VolumeId::parse(required(&r.volume_id, "volume_id")?)?;
@@ -176,7 +181,7 @@ impl Node for NodeService {
         Ok(Response::new(proto::NodeGetInfoResponse {
             node_id: self.driver.node_id.clone(),
             max_volumes_per_node: 0,
-            accessible_topology: None,
+            accessible_topology: self.driver.topology(),
         }))
     }
 }

@@ -786,7 +786,7 @@ mod tests {
         KmipClient::new(&cfg).unwrap()
     }
 
-    /// Policy rejections are Denied, tampering stays Integrity (issue 9, item 16).
+    /// Policy rejections are Denied, tampering stays Integrity.
     #[test]
     fn failure_classes() {
         use crate::ErrorKind::*;

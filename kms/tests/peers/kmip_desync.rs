@@ -1,6 +1,6 @@
 //! A KMIP peer written here (TLS with the test PKI, our TTLV codec) that answers an Encrypt only
 //! after the client gave up on it: the late answer must never be taken as the answer to the
-//! next request on the same client (issue 9, item 1). Its "cipher" is the identity (ciphertext =
+//! next request on the same client. Its "cipher" is the identity (ciphertext =
 //! plaintext, tag = zeros), so a record can be checked for the key it holds without a server.
 #![allow(clippy::unwrap_used, missing_docs)]
 

@@ -1,4 +1,4 @@
-//! A wrapped-key record cannot redirect credentials (issue 9, item 2): the record lives in an
+//! A wrapped-key record cannot redirect credentials: the record lives in an
 //! unauthenticated Secret, so its kmsType, endpoint, keyId and namespace must match the
 //! configuration, and a mismatch fails with `Integrity` before any connection is made.
 #![allow(clippy::unwrap_used, missing_docs)]

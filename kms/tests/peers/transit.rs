@@ -449,8 +449,8 @@ async fn openbao_rewrap_cannot_carry_associated_data() {
 }
 
 /// Raising the key's `min_decryption_version` above the version that wrapped a record is the
-/// key's policy refusing it, not tampering: Denied, with the reason named (issue 9, item 16;
-/// was Integrity). Tampering stays Integrity (`tampered_ciphertext_is_integrity`).
+/// key's policy refusing it, not tampering: Denied, with the reason named
+/// (it was Integrity once). Tampering stays Integrity (`tampered_ciphertext_is_integrity`).
 #[tokio::test]
 async fn min_decryption_version_rejection_is_denied_not_integrity() {
     let Some((bao, token)) = setup(false) else {

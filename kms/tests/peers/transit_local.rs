@@ -1,5 +1,5 @@
 //! Transit against tiny local HTTP servers written here (no OpenBao): the response size cap on
-//! a chunked answer, and that proxy environment variables are ignored (issue 9, items 3, 12).
+//! a chunked answer, and that proxy environment variables are ignored.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,4 +1,4 @@
-//! The `luks2` command where it used to differ from cryptsetup 2.6 (issue 9, items 7 and 9),
+//! The `luks2` command where it used to differ from cryptsetup 2.6,
 //! each case run through both on the same image file: ambiguous signatures, "no usable
 //! keyslot", repair of a device without LUKS, kill-slot on a header with unknown mandatory
 //! requirements, and the `dump` lines for a legacy `argon2` KDF, an unbound keyslot and a

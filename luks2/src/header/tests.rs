@@ -314,7 +314,7 @@ fn a_uuid_that_is_not_utf8_survives_repair_and_rewrite() {
     assert_eq!((last.uuid, &*last.label()), (raw, "new"));
 }
 
-/// Issue 9 item 7: a header copy that needs recovery on a device that also carries another
+/// A header copy that needs recovery on a device that also carries another
 /// signature (an ext superblock written over the primary's padding) is refused for reading, as
 /// cryptsetup refuses every operation; an explicit repair proceeds.
 #[test]

@@ -1,7 +1,7 @@
 //! A writer whose header is out of date (another writer updated or re-formatted the device
 //! between its read and its write, e.g. while its KDF ran outside the lock) must be refused
 //! before it writes anything, a keyslot area included: the other writer's keyslot and a new
-//! format survive intact (issue 9, item 5).
+//! format survive intact.
 #![allow(clippy::unwrap_used)]
 
 use luks2::crypto::{Argon2Variant, KdfKind, PbkdfOptions};

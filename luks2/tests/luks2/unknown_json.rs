@@ -1,4 +1,4 @@
-//! JSON members the model does not interpret are data (issue 9, item 8): they survive every
+//! JSON members the model does not interpret are data: they survive every
 //! header write in place, and a keyslot number reused after a removal starts clean.
 #![allow(clippy::unwrap_used)]
 

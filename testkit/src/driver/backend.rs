@@ -56,6 +56,11 @@ impl FileBackend {
 
 #[async_trait]
 impl Backend for FileBackend {
+    /// Files on this machine, as the `local` backend's.
+    fn node_local(&self) -> bool {
+        true
+    }
+
     async fn create(
         &self,
         id: &VolumeId,

@@ -26,6 +26,7 @@ pub struct FakeKms {
     down: AtomicBool,
     wraps: AtomicUsize,
     unwraps: AtomicUsize,
+    unwrap_keys: Mutex<Vec<String>>,
 }
 
 impl FakeKms {
@@ -52,6 +53,11 @@ impl FakeKms {
     /// Unwraps so far.
     pub fn unwraps(&self) -> usize {
         self.unwraps.load(Ordering::SeqCst)
+    }
+
+    /// The key id of each unwrap's configuration, in order (which KEK the node asked for).
+    pub fn unwrap_key_ids(&self) -> Vec<String> {
+        self.unwrap_keys.lock().unwrap().clone()
     }
 
     fn answer(&self) -> Result<()> {
@@ -100,12 +106,16 @@ impl KeyWrapper for FakeKms {
 
     async fn unwrap(
         &self,
-        _config: &KmsConfig,
+        config: &KmsConfig,
         record: &WrappedKey,
         volume: &VolumeId,
     ) -> Result<Dek> {
         self.answer()?;
         self.unwraps.fetch_add(1, Ordering::SeqCst);
+        self.unwrap_keys
+            .lock()
+            .unwrap()
+            .push(config.key_id().to_owned());
         let keys = self.keys.lock().unwrap();
         let ciphertext = ciphertext_of(record);
         match keys.get(&ciphertext) {

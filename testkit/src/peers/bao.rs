@@ -186,3 +186,38 @@ impl Bao {
         self.ok("PUT", "sys/seal", None);
     }
 }
+
+/// A dev server set up as the user guide does (transit at `transit/`, one key) with a node
+/// token that may only encrypt and decrypt with that key.
+pub struct Transit {
+    /// The server.
+    pub server: Bao,
+    /// Its URL.
+    pub url: String,
+    /// A token with only encrypt/decrypt on the key.
+    pub token: String,
+}
+
+impl Transit {
+    /// Starts a server and sets up transit with `key`; `None`: skipped (not installed).
+    pub fn start(key: &str) -> Option<Transit> {
+        let server = Bao::start(false)?;
+        server.setup_transit(key);
+        let token = server.policy_token(key, "");
+        Some(Transit {
+            url: server.url.clone(),
+            server,
+            token,
+        })
+    }
+
+    /// Writes the token into `dir/token`, as Kubernetes mounts the Secret.
+    pub fn write_secret_dir(&self, dir: &std::path::Path) {
+        std::fs::write(dir.join("token"), format!("{}\n", self.token)).unwrap();
+    }
+
+    /// The secrets as a NodeStage request carries them.
+    pub fn secrets(&self) -> std::collections::HashMap<String, String> {
+        [("token".to_owned(), self.token.clone())].into()
+    }
+}

@@ -1,16 +1,11 @@
-//! The rig of the privileged `vm_*` driver tests: the real `onmetal-csi-driver serve` process
+//! [`Rig`]: the real `onmetal-csi-driver serve` process of the privileged `vm_*` driver tests and
+//! the stage benchmark
 //! (all services, `local:` backend and `dir:` key store in a temporary directory), talked to
 //! over its Unix socket with the generated CSI client, on a kernel with device-mapper and loop
 //! devices (`scripts/vm-test`; or a Linux host as root). Without device-mapper they skip — except
 //! under the VM rig (`ONMETAL_VM_TEST=1`), where that is a failure. The rig's drop unmounts,
 //! closes and detaches whatever the test left, also when it failed.
-#![allow(
-    dead_code,
-    unreachable_pub,
-    missing_docs,
-    clippy::unwrap_used,
-    clippy::expect_used
-)]
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::fs;
@@ -25,23 +20,30 @@ use csi::proto::node_client::NodeClient;
 use csi::proto::volume_capability::access_mode::Mode;
 use tonic::transport::Channel;
 
-pub use testkit::peers;
-// The gate of every privileged test, one copy for dm's, the luks2 command's and these
-// (benches/stage_compare includes this file and calls testkit's gate itself).
-#[allow(unused_imports)]
-pub use testkit::require_privileged;
+pub use crate::peers;
+pub use crate::require_privileged;
 
 pub const KEK: &str = "pvc-kek";
 
 /// The driver binary: `$ONMETAL_CSI_DRIVER` when set (the stage benchmark runs a release
-/// build), else the one cargo built for these tests.
+/// build), else the one Cargo built next to the running test (`target/<profile>/`, the parent
+/// of the test's `deps/`: Cargo builds a package's binaries for its integration tests).
 pub fn driver_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("ONMETAL_CSI_DRIVER") {
         return PathBuf::from(p);
     }
-    match option_env!("CARGO_BIN_EXE_onmetal-csi-driver") {
-        Some(p) => PathBuf::from(p),
-        None => panic!("set ONMETAL_CSI_DRIVER to the driver binary (outside cargo's tests)"),
+    let exe = std::env::current_exe().expect("the test's own path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("onmetal-csi-driver"))
+        .filter(|p| p.is_file());
+    match bin {
+        Some(p) => p,
+        None => panic!(
+            "no onmetal-csi-driver next to {}: set ONMETAL_CSI_DRIVER to the driver binary",
+            exe.display()
+        ),
     }
 }
 
@@ -58,6 +60,8 @@ pub struct Rig {
 }
 
 impl Rig {
+    /// Starts a driver with the defaults (a process: no `Default`).
+    #[allow(clippy::new_without_default)]
     pub fn new() -> Rig {
         Rig::with(Vec::new(), Vec::new())
     }
