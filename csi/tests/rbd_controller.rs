@@ -311,9 +311,12 @@ fn list_pages_through_the_drivers_images_only() {
     for id in &ids {
         let v = seen.iter().find(|v| &v.volume_id == id).expect(id);
         assert_eq!(v.capacity_bytes, 8 * MIB);
+        // The context is rebuilt from the image's metadata: the encryption settings (provider
+        // parameters such as `type` stay in the metadata, as on `local`).
         assert_eq!(
-            v.volume_context.get("type").map(String::as_str),
-            Some("ssd")
+            v.volume_context.get("encryptionEnabled").map(String::as_str),
+            Some("false"),
+            "{v:?}"
         );
     }
     assert!(
