@@ -314,7 +314,9 @@ fn list_pages_through_the_drivers_images_only() {
         // The context is rebuilt from the image's metadata: the encryption settings (provider
         // parameters such as `type` stay in the metadata, as on `local`).
         assert_eq!(
-            v.volume_context.get("encryptionEnabled").map(String::as_str),
+            v.volume_context
+                .get("encryptionEnabled")
+                .map(String::as_str),
             Some("false"),
             "{v:?}"
         );
