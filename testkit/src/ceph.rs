@@ -347,6 +347,27 @@ impl CephCluster {
         Ok(String::from_utf8_lossy(&out).into_owned())
     }
 
+    /// Another cephx user with `client.csi`'s caps (a second node plugin of the two-node tests
+    /// maps as its own user, so that two plugins on one kernel each see only their own
+    /// mappings). Returns its `ceph.conf` and keyring, made like [`CephCluster::conf`]'s.
+    pub fn add_client(&self, id: &str) -> Result<(PathBuf, PathBuf), String> {
+        let pool_cap = format!("profile rbd pool={POOL}");
+        let cmd = format!(
+            r#"{{"prefix":"auth get-or-create","entity":"client.{id}","caps":["mon","profile rbd","osd","{pool_cap}","mgr","{pool_cap}"],"format":"plain"}}"#
+        );
+        let keyring_text = self.mon_command(&cmd)?;
+        if !keyring_text.contains("key") {
+            return Err(format!("auth get-or-create client.{id}: {keyring_text:?}"));
+        }
+        let keyring = self.dir().join(format!("{id}.keyring"));
+        write_private(&keyring, &keyring_text)?;
+        let conf = self.dir().join(format!("{id}.conf"));
+        let mut text = fs::read_to_string(self.conf()).map_err(|e| e.to_string())?;
+        text.push_str(&format!("[client.{id}]\nkeyring = {}\n", keyring.display()));
+        fs::write(&conf, text).map_err(|e| e.to_string())?;
+        Ok((conf, keyring))
+    }
+
     /// The `rbd` CLI as admin (for checking our results, never on the driver's path).
     pub fn rbd(&self, args: &[&str]) -> Result<String, String> {
         let conf = self.admin_conf();

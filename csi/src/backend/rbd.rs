@@ -19,7 +19,9 @@
 //!   the mapped image: online expansion), and checks again after mapping, ignoring only its own
 //!   kernel client; anyone else holding the image is FAILED_PRECONDITION naming the image and the
 //!   holder, and a mapping made by the call is undone before anything reads or writes the
-//!   device (see the `rbd` crate's docs: cooperative exclusive lock). A node that died holding an
+//!   device (see the `rbd` crate's docs: cooperative exclusive lock). Only mappings made as the
+//!   driver's cephx user are this node's own (found again after a restart, unmapped on
+//!   unstage): one made by hand as another user is a holder like any other. A node that died holding an
 //!   image is released by an operator only ([`RbdBackend::release`], `volume release`).
 //! - The cephx key reaches the kernel through the kernel keyring ([`rbd::KeyDelivery`]); it is
 //!   read from the keyring file on each attach (a rotated Secret is picked up) and never logged.
@@ -143,13 +145,14 @@ impl RbdBackend {
         };
         CephxKey::from_keyring_file(&keyring, &client)
             .map_err(|e| Error::invalid(format!("--ceph-keyring: {e}")))?;
+        let krbd = KernelRbd::new().owned_by(&client);
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
                 client,
                 keyring,
                 mons,
-                krbd: KernelRbd::new(),
+                krbd,
                 cluster: Mutex::new(None),
             }),
         })
