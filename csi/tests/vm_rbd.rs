@@ -12,6 +12,10 @@
 //!   and unstages; a holder that died (its plugin killed, its mapping left): refused until the
 //!   operator's `volume release` (refused without `--live` while the holder still watches),
 //!   then the volume stages on the other node with the dead holder's data.
+//! - the plugin killed (-9) in the middle of a first stage (the crash points of `vm_faults`):
+//!   the restarted plugin finds the mapping the dead one made and converges.
+//! - the escape hatch on RBD: `rbd device map` and stock `cryptsetup open` with the DEK from
+//!   `volume key` show the files; `restore-header` rebuilds a zeroed header on the image.
 //!
 //! Needs root, device-mapper and the `rbd` module: run by `scripts/vm-test`. The tests run one
 //! at a time (they share the kernel's mappings and the VM's two emulated CPUs).
@@ -41,6 +45,12 @@ fn ceph() -> &'static CephCluster {
 fn image_of(id: &str) -> &str {
     id.strip_prefix(&format!("{POOL}."))
         .unwrap_or_else(|| panic!("volume id {id} is not in pool {POOL}"))
+}
+
+/// A StorageClass's parameters with `volume_pool` set to the test pool.
+fn in_pool(mut params: HashMap<String, String>) -> HashMap<String, String> {
+    params.insert("volume_pool".into(), POOL.into());
+    params
 }
 
 /// The driver's `rbd` backend flags for a cephx user.
@@ -135,14 +145,18 @@ fn vm_rbd_life_encrypted() {
     require_privileged!();
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let (bao, token) = bao();
-    lives(&transit_params(&bao.url), &token_secrets(&token), "enc");
+    lives(
+        &in_pool(transit_params(&bao.url)),
+        &token_secrets(&token),
+        "enc",
+    );
 }
 
 #[test]
 fn vm_rbd_life_plain() {
     require_privileged!();
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    lives(&plain_params(), &HashMap::new(), "plain");
+    lives(&in_pool(plain_params()), &HashMap::new(), "plain");
 }
 
 /// A stage refused because the other node holds the image: FAILED_PRECONDITION naming the
@@ -184,7 +198,12 @@ fn vm_rbd_two_nodes_never_write_one_volume() {
     let ext4 = cap(false, "ext4");
 
     let v = a
-        .create("pvc-rbd-two", GIB, &transit_params(&bao.url), false)
+        .create(
+            "pvc-rbd-two",
+            GIB,
+            &in_pool(transit_params(&bao.url)),
+            false,
+        )
         .unwrap();
     let id = v.volume_id.clone();
     b.volumes.push(id.clone());
@@ -254,7 +273,7 @@ fn vm_rbd_a_dead_holder_is_released_by_the_operator_only() {
     // Plain: the dead node's dm-crypt mapping would share its name with the next node's on
     // this one kernel (two machines have two device-mapper namespaces); the fence is the same.
     let v = a
-        .create("pvc-rbd-dead", GIB, &plain_params(), false)
+        .create("pvc-rbd-dead", GIB, &in_pool(plain_params()), false)
         .unwrap();
     let id = v.volume_id.clone();
     b.volumes.push(id.clone());
@@ -310,4 +329,143 @@ fn vm_rbd_a_dead_holder_is_released_by_the_operator_only() {
     a.unpublish(&id, &ta).unwrap();
     a.unstage(&id, &sa).unwrap();
     assert!(!on_a.attached(&a, &id));
+}
+
+#[test]
+fn vm_rbd_killed_first_stage_converges() {
+    require_privileged!();
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let c = ceph();
+    let (bao, token) = bao();
+    let secrets = token_secrets(&token);
+    let _unmap = Unmap;
+    let mut rig = plugin("vm-node", "all", &c.conf(), CLIENT_ID, None);
+    let images = Images::new(c, CLIENT_ID);
+    for point in ["after-record", "after-format", "before-activate"] {
+        let v = rig
+            .create(
+                &format!("pvc-rbd-crash-{point}"),
+                GIB,
+                &in_pool(transit_params(&bao.url)),
+                false,
+            )
+            .unwrap();
+        let id = v.volume_id.clone();
+        let staging = rig.path(&format!("staging-{point}"));
+        // The first stage dies at the crash point, with the image mapped by the dead process.
+        rig.kill();
+        rig.env = vec![("ONMETAL_CSI_CRASH_AT".into(), point.into())];
+        rig.start();
+        assert!(
+            rig.stage(&v, &staging, cap(false, "ext4"), &secrets)
+                .is_err()
+        );
+        assert!(
+            !rig.wait_exit().success(),
+            "{point}: died at the crash point"
+        );
+        assert!(
+            images.attached(&rig, &id),
+            "{point}: the mapping outlives the crash"
+        );
+        // The restarted plugin takes its own mapping up again and converges.
+        rig.env.clear();
+        rig.start();
+        rig.stage(&v, &staging, cap(false, "ext4"), &secrets)
+            .unwrap_or_else(|e| panic!("{point}: retry after the crash: {e}"));
+        std::fs::write(staging.join("f"), point).unwrap();
+        rig.unstage(&id, &staging).unwrap();
+        assert!(!images.attached(&rig, &id));
+        rig.stage(&v, &staging, cap(false, "ext4"), &secrets)
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(staging.join("f")).unwrap(), point);
+        let rec = std::fs::read_to_string(rig.record_file(&id)).unwrap();
+        assert!(rec.contains("\"state\":\"formatted\""), "{point}: {rec}");
+        rig.unstage(&id, &staging).unwrap();
+        rig.delete(&id).unwrap();
+    }
+}
+
+/// Maps `rbd/<image>` with the stock `rbd` CLI as the admin (no udev in the VM); its device.
+fn rbd_cli_map(c: &CephCluster, image: &str) -> PathBuf {
+    let out = c
+        .rbd(&[
+            "device",
+            "map",
+            "--options",
+            "noudev",
+            &format!("{POOL}/{image}"),
+        ])
+        .unwrap();
+    PathBuf::from(out.trim())
+}
+
+#[test]
+fn vm_rbd_escape_hatch_stock_rbd_and_cryptsetup_open_the_volume() {
+    require_privileged!();
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let c = ceph();
+    let (bao, token) = bao();
+    let secrets = token_secrets(&token);
+    let _unmap = Unmap;
+    let mut rig = plugin("vm-node", "all", &c.conf(), CLIENT_ID, None);
+    let v = rig
+        .create(
+            "pvc-rbd-hatch",
+            GIB,
+            &in_pool(transit_params(&bao.url)),
+            false,
+        )
+        .unwrap();
+    let id = v.volume_id.clone();
+    let staging = rig.path("staging");
+    rig.stage(&v, &staging, cap(false, "ext4"), &secrets)
+        .unwrap();
+    std::fs::write(staging.join("f"), b"on ceph").unwrap();
+    rig.unstage(&id, &staging).unwrap();
+
+    // Without the driver: `rbd device map`, the DEK from `volume key`, stock `cryptsetup open`.
+    let dev = rbd_cli_map(c, image_of(&id));
+    let key = rig.path("dek.bin");
+    let key_arg = key.display().to_string();
+    rig.volume_cmd("key", &id, &bao.url, &token, &["--output", &key_arg]);
+    let mnt = rig.path("cryptsetup-mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let name = format!("cs-{id}");
+    let shown = sh(&format!(
+        "cryptsetup open --key-file {k} {d} {name} && mount /dev/mapper/{name} {m} && cat {m}/f; \
+         umount {m}; cryptsetup close {name}",
+        k = key.display(),
+        d = dev.display(),
+        m = mnt.display()
+    ));
+    assert_eq!(shown, "on ceph");
+
+    // Both header copies destroyed on the image: the driver refuses it, `restore-header`
+    // rebuilds the header from the record, and the volume stages with its data.
+    sh(&format!(
+        "dd if=/dev/zero of={} bs=1M count=16 conv=notrunc oflag=direct status=none",
+        dev.display()
+    ));
+    let dev_arg = dev.display().to_string();
+    c.rbd(&["device", "unmap", &dev_arg]).unwrap();
+    let e = rig
+        .stage(&v, &staging, cap(false, "ext4"), &secrets)
+        .expect_err("a volume without its header stages");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    let dev = rbd_cli_map(c, image_of(&id));
+    let dev_arg = dev.display().to_string();
+    rig.volume_cmd(
+        "restore-header",
+        &id,
+        &bao.url,
+        &token,
+        &["--device", &dev_arg],
+    );
+    c.rbd(&["device", "unmap", &dev_arg]).unwrap();
+    rig.stage(&v, &staging, cap(false, "ext4"), &secrets)
+        .unwrap();
+    assert_eq!(std::fs::read(staging.join("f")).unwrap(), b"on ceph");
+    rig.unstage(&id, &staging).unwrap();
+    rig.delete(&id).unwrap();
 }

@@ -355,13 +355,16 @@ impl CephCluster {
         let cmd = format!(
             r#"{{"prefix":"auth get-or-create","entity":"client.{id}","caps":["mon","profile rbd","osd","{pool_cap}","mgr","{pool_cap}"],"format":"plain"}}"#
         );
+        let keyring = self.dir().join(format!("{id}.keyring"));
+        let conf = self.dir().join(format!("{id}.conf"));
+        if keyring.exists() && conf.exists() {
+            return Ok((conf, keyring));
+        }
         let keyring_text = self.mon_command(&cmd)?;
         if !keyring_text.contains("key") {
             return Err(format!("auth get-or-create client.{id}: {keyring_text:?}"));
         }
-        let keyring = self.dir().join(format!("{id}.keyring"));
         write_private(&keyring, &keyring_text)?;
-        let conf = self.dir().join(format!("{id}.conf"));
         let mut text = fs::read_to_string(self.conf()).map_err(|e| e.to_string())?;
         text.push_str(&format!("[client.{id}]\nkeyring = {}\n", keyring.display()));
         fs::write(&conf, text).map_err(|e| e.to_string())?;

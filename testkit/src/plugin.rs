@@ -369,6 +369,39 @@ impl Rig {
             .map(|r| r.into_inner())
     }
 
+    /// `onmetal-csi-driver volume VERB --volume-id ID` against this rig's key store with the
+    /// Transit KMS at `url` and `token` (in a secret directory), plus `extra`; asserts success
+    /// and returns the command's stderr (warnings).
+    pub fn volume_cmd(
+        &self,
+        verb: &str,
+        id: &str,
+        url: &str,
+        token: &str,
+        extra: &[&str],
+    ) -> String {
+        let secret_dir = self.path("kms-secret");
+        fs::create_dir_all(&secret_dir).unwrap();
+        fs::write(secret_dir.join("token"), token).unwrap();
+        let out = Command::new(driver_bin())
+            .args(["volume", verb, "--volume-id", id])
+            .arg("--key-store")
+            .arg(format!("dir:{}", self.key_dir().display()))
+            .args(["--type", "transit", "--endpoint", url, "--key-id", KEK])
+            .arg("--secret-dir")
+            .arg(&secret_dir)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "volume {verb}: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
     pub fn image(&self, id: &str) -> PathBuf {
         self.backend_dir().join(format!("{id}.img"))
     }
