@@ -386,7 +386,8 @@ fn vm_rbd_killed_first_stage_converges() {
     }
 }
 
-/// Maps `rbd/<image>` with the stock `rbd` CLI as the admin (no udev in the VM); its device.
+/// Maps `rbd/<image>` with the stock `rbd` CLI as the admin; its device. `noudev` on map and
+/// unmap: the VM runs no udev, and the CLI would wait for its events forever.
 fn rbd_cli_map(c: &CephCluster, image: &str) -> PathBuf {
     let out = c
         .rbd(&[
@@ -448,7 +449,8 @@ fn vm_rbd_escape_hatch_stock_rbd_and_cryptsetup_open_the_volume() {
         dev.display()
     ));
     let dev_arg = dev.display().to_string();
-    c.rbd(&["device", "unmap", &dev_arg]).unwrap();
+    c.rbd(&["device", "unmap", "--options", "noudev", &dev_arg])
+        .unwrap();
     let e = rig
         .stage(&v, &staging, cap(false, "ext4"), &secrets)
         .expect_err("a volume without its header stages");
@@ -462,7 +464,8 @@ fn vm_rbd_escape_hatch_stock_rbd_and_cryptsetup_open_the_volume() {
         &token,
         &["--device", &dev_arg],
     );
-    c.rbd(&["device", "unmap", &dev_arg]).unwrap();
+    c.rbd(&["device", "unmap", "--options", "noudev", &dev_arg])
+        .unwrap();
     rig.stage(&v, &staging, cap(false, "ext4"), &secrets)
         .unwrap();
     assert_eq!(std::fs::read(staging.join("f")).unwrap(), b"on ceph");

@@ -155,7 +155,17 @@ fn detach(conf: Option<&str>, dev: &str) -> Result<()> {
     match conf {
         Some(conf) => sh(
             "rbd",
-            &["-c", conf, "--id", CLIENT_ID, "device", "unmap", dev],
+            &[
+                "-c",
+                conf,
+                "--id",
+                CLIENT_ID,
+                "device",
+                "unmap",
+                "--options",
+                "noudev",
+                dev,
+            ],
         )?,
         None => sh("losetup", &["--detach", dev])?,
     };
