@@ -228,6 +228,29 @@ impl From<dm::Error> for Error {
     }
 }
 
+/// The one mapping from Ceph's failures to the driver's kinds: an image in use (watched,
+/// locked, mapped, open) is FAILED_PRECONDITION, an unreachable Ceph UNAVAILABLE, a full pool
+/// RESOURCE_EXHAUSTED.
+fn rbd_kind(k: rbd::ErrorKind) -> Kind {
+    use rbd::ErrorKind;
+    match k {
+        ErrorKind::NotFound => Kind::NotFound,
+        ErrorKind::Exists => Kind::AlreadyExists,
+        ErrorKind::Busy => Kind::FailedPrecondition,
+        ErrorKind::Unavailable => Kind::Unavailable,
+        ErrorKind::NoSpace => Kind::ResourceExhausted,
+        ErrorKind::PermissionDenied => Kind::PermissionDenied,
+        ErrorKind::InvalidArgument => Kind::InvalidArgument,
+        _ => Kind::Internal,
+    }
+}
+
+impl From<rbd::Error> for Error {
+    fn from(e: rbd::Error) -> Self {
+        Error::new(rbd_kind(e.kind()), format!("Ceph RBD: {e}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,6 +343,24 @@ mod tests {
             code(luks2::Error::InvalidArgument("x".into())),
             tonic::Code::Internal
         );
+    }
+
+    #[test]
+    fn ceph_errors_map_in_one_place() {
+        assert_eq!(rbd_kind(rbd::ErrorKind::NotFound), Kind::NotFound);
+        assert_eq!(rbd_kind(rbd::ErrorKind::Exists), Kind::AlreadyExists);
+        assert_eq!(rbd_kind(rbd::ErrorKind::Busy), Kind::FailedPrecondition);
+        assert_eq!(rbd_kind(rbd::ErrorKind::Unavailable), Kind::Unavailable);
+        assert_eq!(rbd_kind(rbd::ErrorKind::NoSpace), Kind::ResourceExhausted);
+        assert_eq!(
+            rbd_kind(rbd::ErrorKind::PermissionDenied),
+            Kind::PermissionDenied
+        );
+        assert_eq!(
+            rbd_kind(rbd::ErrorKind::InvalidArgument),
+            Kind::InvalidArgument
+        );
+        assert_eq!(rbd_kind(rbd::ErrorKind::Other), Kind::Internal);
     }
 
     #[test]

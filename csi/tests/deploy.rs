@@ -1,5 +1,5 @@
-//! `deploy/`: the kustomize manifests render (`kubectl kustomize`), alone and with the
-//! key-namespace component; every object validates against the Kubernetes OpenAPI schemas of the
+//! `deploy/`: the kustomize manifests render (`kubectl kustomize`), alone, with the
+//! key-namespace component and with the rbd component (Ceph RBD backend); every object validates against the Kubernetes OpenAPI schemas of the
 //! oldest and newest Kubernetes versions we support (`kubernetes-validate --strict`, PyPI;
 //! `deploy/install-test-tools.sh` installs it), every object parses into its `k8s-openapi` type
 //! and back without losing a field, the RBAC grants exactly the Secret verbs the driver calls,
@@ -18,7 +18,7 @@ use k8s_openapi::api::admissionregistration::v1::{
 };
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{
-    Container, Namespace, PersistentVolumeClaim, PodSpec, ServiceAccount,
+    ConfigMap, Container, Namespace, PersistentVolumeClaim, PodSpec, ServiceAccount,
 };
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
@@ -35,6 +35,16 @@ const NODE_SA: &str = "onmetal-csi-node";
 /// The namespace of the wrapped-key Secrets in the hardened alternative
 /// (deploy/components/key-namespace).
 const KEY_NS: &str = "onmetal-csi-keys";
+/// The rbd component (deploy/rbd): the Ceph configuration's ConfigMap (generated: the name
+/// gets a hash suffix) and the admin's keyring Secret.
+const CEPH_CONFIG: &str = "onmetal-csi-ceph-config";
+const CEPH_KEYRING: &str = "onmetal-csi-ceph-keyring";
+const LOCAL_BACKEND: &str = "--backend=local:/var/lib/onmetal-csi/volumes";
+const RBD_FLAGS: [&str; 3] = [
+    "--backend=rbd",
+    "--ceph-conf=/etc/ceph/ceph.conf",
+    "--ceph-keyring=/etc/ceph-keyring/keyring",
+];
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -85,19 +95,35 @@ fn render_dir(dir: &Path) -> Option<String> {
 }
 
 /// The overlay deploy/README.md tells users to write for the hardened alternative: deploy/
-/// with the key-namespace component. kustomize wants relative paths and refuses an overlay
-/// inside the base's folder, so it goes under the target directory.
+/// with the key-namespace component.
 fn render_hardened() -> Option<String> {
-    let overlay = Path::new(env!("CARGO_TARGET_TMPDIR")).join("deploy-hardened");
+    render_with_components("deploy-hardened", &["components/key-namespace"])
+}
+
+/// The overlay deploy/README.md tells users to write for the Ceph RBD backend: deploy/ with
+/// the rbd component.
+fn render_rbd() -> Option<String> {
+    render_with_components("deploy-rbd", &["rbd"])
+}
+
+/// deploy/ with `components` (paths under deploy/), rendered from an overlay `name`: kustomize
+/// wants relative paths and refuses an overlay inside the base's folder, so it goes under the
+/// target directory.
+fn render_with_components(name: &str, components: &[&str]) -> Option<String> {
+    let overlay = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     std::fs::create_dir_all(&overlay).unwrap();
     let deploy = relative(&overlay, &repo().join("deploy"));
+    let components: String = components
+        .iter()
+        .map(|c| format!("  - {deploy}/{c}\n"))
+        .collect();
     std::fs::write(
         overlay.join("kustomization.yaml"),
         format!(
             "apiVersion: kustomize.config.k8s.io/v1beta1\n\
              kind: Kustomization\n\
              resources:\n  - {deploy}\n\
-             components:\n  - {deploy}/components/key-namespace\n"
+             components:\n{components}"
         ),
     )
     .unwrap();
@@ -169,6 +195,7 @@ fn parse_typed(o: &Value) {
     match (api, kind) {
         ("v1", "ServiceAccount") => round_trip::<ServiceAccount>(o),
         ("v1", "Namespace") => round_trip::<Namespace>(o),
+        ("v1", "ConfigMap") => round_trip::<ConfigMap>(o),
         ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy") => {
             round_trip::<ValidatingAdmissionPolicy>(o)
         }
@@ -211,10 +238,15 @@ fn manifests_render_and_validate_for_the_oldest_and_newest_kubernetes() {
     std::fs::write(&rendered_hardened, &hardened).unwrap();
     let mut files = vec![rendered, rendered_hardened];
     files.extend(examples().into_iter().map(|(p, _)| p));
+    kubernetes_validate(&files);
+}
+
+/// `kubernetes-validate --strict` of `files` for the oldest and the newest Kubernetes.
+fn kubernetes_validate(files: &[PathBuf]) {
     for version in [OLDEST, NEWEST] {
         let out = Command::new("kubernetes-validate")
             .args(["--strict", "--quiet", "-k", version])
-            .args(&files)
+            .args(files)
             .output()
             .unwrap();
         assert!(
@@ -309,6 +341,8 @@ fn rbac_grants_exactly_the_secret_verbs_the_driver_calls() {
     check_rbac(&objects(&yaml), NS);
     // The hardened alternative: the same grants, in the key namespace only.
     check_rbac(&objects(&render_hardened().unwrap()), KEY_NS);
+    // The Ceph RBD backend: the same grants (its keyring Secret is kubelet's to mount).
+    check_rbac(&objects(&render_rbd().unwrap()), NS);
 }
 
 /// No wildcards, no ClusterRole with Secrets; the node may get, create and update Secrets, the
@@ -480,17 +514,22 @@ fn the_objects_are_the_ones_the_deployment_needs() {
 }
 
 #[test]
-fn the_containerfile_builds_the_driver_on_debian_slim_without_cryptsetup() {
+fn the_containerfile_builds_the_driver_on_debian_slim_without_cryptsetup_or_the_rbd_cli() {
     let text = std::fs::read_to_string(repo().join("Containerfile")).unwrap();
     let runtime = text.rsplit("FROM ").next().unwrap();
     assert!(runtime.starts_with("docker.io/library/debian:") && runtime.contains("-slim"));
-    for pkg in ["e2fsprogs", "xfsprogs"] {
+    for pkg in ["e2fsprogs", "xfsprogs", "librbd1", "librados2"] {
         assert!(runtime.contains(pkg), "the image lacks {pkg}");
     }
-    for line in text.lines().filter(|l| l.contains("install")) {
+    let build = text.split("FROM ").nth(1).unwrap();
+    for pkg in ["libdevmapper-dev", "librbd-dev", "librados-dev"] {
+        assert!(build.contains(pkg), "the build stage lacks {pkg}");
+    }
+    // Our own code on the attach path: no LUKS tools, no `rbd` CLI.
+    for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
         assert!(
-            !line.contains("cryptsetup"),
-            "no cryptsetup in the image: {line}"
+            !line.contains("cryptsetup") && !line.contains("ceph-common"),
+            "no cryptsetup or ceph-common in the image: {line}"
         );
     }
     assert!(runtime.contains("onmetal-csi-driver"));
@@ -544,6 +583,233 @@ fn the_key_namespace_component_moves_only_the_key_roles_and_the_flag() {
         v
     };
     assert_eq!(sorted(&hardened), sorted(&base));
+}
+
+// ---- The Ceph RBD backend (deploy/rbd) ----
+
+/// The rbd component's example StorageClass (not rendered: it holds placeholders).
+fn rbd_storage_class() -> PathBuf {
+    repo().join("deploy/rbd/storageclass-rbd-transit.yaml")
+}
+
+#[test]
+fn the_rbd_overlay_runs_both_plugins_on_ceph() {
+    let Some(base) = render() else { return };
+    let base = objects(&base);
+    let yaml = render_rbd().unwrap();
+    let mut rbd = objects(&yaml);
+    if have("kubernetes-validate", &["--version"]) {
+        let dir = tempfile::tempdir().unwrap();
+        let rendered = dir.path().join("rendered-rbd.yaml");
+        std::fs::write(&rendered, &yaml).unwrap();
+        kubernetes_validate(&[rendered, rbd_storage_class()]);
+    }
+    for o in &rbd {
+        parse_typed(o);
+    }
+
+    // The Ceph configuration: generated, in kube-system, the conf the driver reads.
+    let config = rbd
+        .iter()
+        .find(|o| o["kind"] == "ConfigMap")
+        .expect("the ConfigMap is rendered")
+        .clone();
+    let config_name = config["metadata"]["name"].as_str().unwrap().to_owned();
+    assert!(
+        config_name.starts_with(&format!("{CEPH_CONFIG}-")),
+        "{config_name}: the generated name with its hash"
+    );
+    assert_eq!(config["metadata"]["namespace"], NS);
+    let cm: ConfigMap = typed(&config);
+    let conf = &cm.data.as_ref().unwrap()["ceph.conf"];
+    assert!(conf.contains("mon_host ="), "{conf}");
+    assert!(
+        conf.contains("keyring = /etc/ceph-keyring/keyring"),
+        "{conf}"
+    );
+    assert_eq!(cm.data.unwrap().len(), 1, "ceph.conf alone");
+    rbd.retain(|o| *o != config);
+    assert!(
+        !rbd.iter().any(|o| o["kind"] == "Secret"),
+        "the keyring Secret is the admin's, never rendered"
+    );
+
+    for (kind, name) in [
+        ("Deployment", "onmetal-csi-controller"),
+        ("DaemonSet", "onmetal-csi-node"),
+    ] {
+        let spec = pod_spec(find(&rbd, kind, name));
+        let c = container(&spec, "onmetal-csi-driver");
+        let a = args(c);
+        for flag in RBD_FLAGS {
+            assert!(a.contains(&flag), "{name} lacks {flag}: {a:?}");
+        }
+        let backends: Vec<_> = a.iter().filter(|x| x.starts_with("--backend")).collect();
+        assert_eq!(backends, [&"--backend=rbd"], "{name}");
+        assert!(!a.iter().any(|x| x.contains("local:")), "{name}: {a:?}");
+
+        let volumes = spec.volumes.as_deref().unwrap_or_default();
+        let volume = |n: &str| {
+            volumes
+                .iter()
+                .find(|v| v.name == n)
+                .unwrap_or_else(|| panic!("{name}: no volume {n}"))
+        };
+        let mounts = c.volume_mounts.as_deref().unwrap_or_default();
+        let mount = |path: &str| {
+            let m = mounts
+                .iter()
+                .find(|m| m.mount_path == path)
+                .unwrap_or_else(|| panic!("{name}: {path} is not mounted"));
+            assert_eq!(m.read_only, Some(true), "{name}: {path} read-only");
+            assert_eq!(m.sub_path, None, "{name}: {path} whole (updates reach it)");
+            volume(&m.name)
+        };
+        let conf = mount("/etc/ceph");
+        assert_eq!(
+            conf.config_map.as_ref().map(|c| c.name.as_str()),
+            Some(config_name.as_str()),
+            "{name}: /etc/ceph"
+        );
+        let keyring = mount("/etc/ceph-keyring")
+            .secret
+            .as_ref()
+            .unwrap_or_else(|| panic!("{name}: /etc/ceph-keyring is not a Secret"));
+        assert_eq!(keyring.secret_name.as_deref(), Some(CEPH_KEYRING), "{name}");
+        assert_eq!(
+            keyring.default_mode,
+            Some(0o400),
+            "{name}: the keyring 0400"
+        );
+        assert_eq!(keyring.optional, None, "{name}: no Pod without the keyring");
+        // The local backend's directory is gone.
+        assert!(
+            !mounts
+                .iter()
+                .any(|m| m.mount_path.starts_with("/var/lib/onmetal-csi")),
+            "{name}: {mounts:?}"
+        );
+        assert!(
+            !volumes.iter().any(|v| v.name == "volumes-dir"
+                || v.host_path
+                    .as_ref()
+                    .is_some_and(|h| h.path.starts_with("/var/lib/onmetal-csi"))),
+            "{name}: {volumes:?}"
+        );
+    }
+    // The node plugin still maps through the host's /sys and /dev, privileged.
+    let node = pod_spec(find(&rbd, "DaemonSet", "onmetal-csi-node"));
+    let c = container(&node, "onmetal-csi-driver");
+    assert_eq!(
+        c.security_context.as_ref().and_then(|s| s.privileged),
+        Some(true)
+    );
+    for (path, host) in [("/sys", "/sys"), ("/dev", "/dev")] {
+        let m = c
+            .volume_mounts
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .find(|m| m.mount_path == path)
+            .unwrap_or_else(|| panic!("the node plugin lacks {path}"));
+        assert_ne!(
+            m.read_only,
+            Some(true),
+            "{path} writable (add_single_major)"
+        );
+        let v = node
+            .volumes
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .find(|v| v.name == m.name)
+            .unwrap();
+        assert_eq!(v.host_path.as_ref().map(|h| h.path.as_str()), Some(host));
+    }
+
+    // Undo exactly what the component is meant to change in the two workloads (and take the
+    // local directory out of deploy/'s): the rest must be deploy/ as is.
+    let strip = |objs: &mut Vec<Value>, rbd: bool| {
+        for o in objs.iter_mut() {
+            if o["kind"] != "Deployment" && o["kind"] != "DaemonSet" {
+                continue;
+            }
+            let pod = &mut o["spec"]["template"]["spec"];
+            pod["volumes"].as_array_mut().unwrap().retain(|v| {
+                !["volumes-dir", "ceph-config", "ceph-keyring"]
+                    .contains(&v["name"].as_str().unwrap())
+            });
+            let driver = pod["containers"]
+                .as_array_mut()
+                .unwrap()
+                .iter_mut()
+                .find(|c| c["name"] == "onmetal-csi-driver")
+                .unwrap();
+            driver["volumeMounts"].as_array_mut().unwrap().retain(|m| {
+                !["volumes-dir", "ceph-config", "ceph-keyring"]
+                    .contains(&m["name"].as_str().unwrap())
+            });
+            if rbd {
+                let a = driver["args"].as_array_mut().unwrap();
+                a.retain(|x| !RBD_FLAGS[1..].contains(&x.as_str().unwrap()));
+                for x in a.iter_mut() {
+                    if x == RBD_FLAGS[0] {
+                        *x = LOCAL_BACKEND.into();
+                    }
+                }
+            }
+        }
+    };
+    let mut base = base;
+    strip(&mut base, false);
+    strip(&mut rbd, true);
+    let sorted = |v: &[Value]| {
+        let mut v: Vec<String> = v.iter().map(Value::to_string).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(sorted(&rbd), sorted(&base));
+
+    // The example StorageClass: ours, on a pool, expandable.
+    let text = std::fs::read_to_string(rbd_storage_class()).unwrap();
+    let docs = objects(&text);
+    assert_eq!(docs.len(), 1);
+    parse_typed(&docs[0]);
+    let sc: StorageClass = typed(&docs[0]);
+    assert_eq!(sc.provisioner, "csi.onmetal.de");
+    assert_eq!(sc.allow_volume_expansion, Some(true));
+    let params = sc.parameters.unwrap_or_default();
+    assert!(
+        params
+            .get(csi::backend::rbd::PARAM_POOL)
+            .is_some_and(|p| !p.is_empty() && !p.contains('<')),
+        "volume_pool: {params:?}"
+    );
+    assert_eq!(
+        params.get("encryptionEnabled").map(String::as_str),
+        Some("true")
+    );
+
+    // With the key-namespace component too, in either order (deploy/README.md says so): both
+    // change the driver's arguments by position.
+    for (name, components) in [
+        ("deploy-rbd-keys", ["rbd", "components/key-namespace"]),
+        ("deploy-keys-rbd", ["components/key-namespace", "rbd"]),
+    ] {
+        let objs = objects(&render_with_components(name, &components).unwrap());
+        for (kind, workload) in [
+            ("Deployment", "onmetal-csi-controller"),
+            ("DaemonSet", "onmetal-csi-node"),
+        ] {
+            let spec = pod_spec(find(&objs, kind, workload));
+            let a = args(container(&spec, "onmetal-csi-driver"));
+            let key_ns = format!("--key-namespace={KEY_NS}");
+            for flag in RBD_FLAGS.iter().copied().chain([key_ns.as_str()]) {
+                assert!(a.contains(&flag), "{name} {workload} lacks {flag}: {a:?}");
+            }
+        }
+        check_rbac(&objs, KEY_NS);
+    }
 }
 
 // ---- The admission policy on the driver's Secret writes (deploy/admission-key-secrets.yaml) ---

@@ -135,30 +135,6 @@ fn vm_deleted_record_is_restored_from_the_luks2_token() {
     assert!(rig.logs().contains("restored it from the LUKS2 token"));
 }
 
-/// Runs `onmetal-csi-driver volume VERB --volume-id ... <KMS flags>` against the rig's store.
-fn volume_cmd(rig: &Rig, verb: &str, id: &str, url: &str, token: &str, extra: &[&str]) -> String {
-    let secret_dir = rig.path("kms-secret");
-    fs::create_dir_all(&secret_dir).unwrap();
-    fs::write(secret_dir.join("token"), token).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_onmetal-csi-driver"))
-        .args(["volume", verb, "--volume-id", id])
-        .arg("--key-store")
-        .arg(format!("dir:{}", rig.key_dir().display()))
-        .args(["--type", "transit", "--endpoint", url, "--key-id", KEK])
-        .arg("--secret-dir")
-        .arg(&secret_dir)
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "volume {verb}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 #[test]
 fn vm_zeroed_headers_are_refused_then_restored_from_the_record() {
     require_privileged!();
@@ -182,8 +158,7 @@ fn vm_zeroed_headers_are_refused_then_restored_from_the_record() {
 
     // The operator rebuilds the header from the record; then the volume stages with its data.
     let image_arg = image.display().to_string();
-    volume_cmd(
-        &rig,
+    rig.volume_cmd(
         "restore-header",
         &m.v.volume_id,
         &bao.url,
@@ -199,8 +174,7 @@ fn vm_zeroed_headers_are_refused_then_restored_from_the_record() {
     // and shows the same files.
     let key = rig.path("dek.bin");
     let key_arg = key.display().to_string();
-    let warning = volume_cmd(
-        &rig,
+    let warning = rig.volume_cmd(
         "key",
         &m.v.volume_id,
         &bao.url,

@@ -105,6 +105,9 @@ pub struct Mapping {
     /// The kernel client's address (`ip:port/nonce`), as the image's watchers and lockers show
     /// it; how the driver tells its own mapping from another node's.
     pub client_addr: Option<String>,
+    /// The cephx user the mapping was made as (the request's `name=` option, read from
+    /// `config_info`); `None` when the kernel does not show it.
+    pub client_name: Option<String>,
 }
 
 /// The kernel's RBD interface.
@@ -112,6 +115,8 @@ pub struct Mapping {
 pub struct KernelRbd {
     sysfs: PathBuf,
     dev: PathBuf,
+    /// Only mappings made as this cephx user count as this node's ([`KernelRbd::owned_by`]).
+    owner: Option<String>,
 }
 
 impl Default for KernelRbd {
@@ -192,6 +197,26 @@ fn attr(dir: &Path, name: &str) -> Result<Option<String>> {
     }
 }
 
+/// The `name=` option of the request a mapping was made with (`config_info`: `<mons> <options>
+/// <pool> <image> <snap>`). The text may hold an inline secret: it is wiped after parsing.
+fn config_name(dir: &Path) -> Result<Option<String>> {
+    let text = match std::fs::read_to_string(dir.join("config_info")) {
+        Ok(s) => Zeroizing::new(s),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(Error::io(
+                format!("read {}", dir.join("config_info").display()),
+                e,
+            ));
+        }
+    };
+    Ok(text
+        .split_ascii_whitespace()
+        .nth(1)
+        .and_then(|opts| opts.split(',').find_map(|o| o.strip_prefix("name=")))
+        .map(str::to_owned))
+}
+
 /// One write(2) of the whole buffer (sysfs stores take the request in one call).
 fn write_once(path: &Path, what: &str, buf: &[u8]) -> Result<()> {
     let op = format!("{what} ({})", path.display());
@@ -221,7 +246,18 @@ impl KernelRbd {
         Self {
             sysfs: sysfs.into(),
             dev: dev.into(),
+            owner: None,
         }
+    }
+
+    /// Sees only the mappings made as `client` (the `name=` of their request): `find`, `map`'s
+    /// reuse and `unmap` leave a mapping someone else made on this node by hand (`rbd map --id
+    /// admin`) alone, so that the holders check reports it instead of the driver adopting it,
+    /// and two node plugins with their own users on one kernel (the two-node test) each see only
+    /// their own mappings. [`KernelRbd::mappings`] still lists every mapping.
+    pub fn owned_by(mut self, client: &ClientId) -> Self {
+        self.owner = Some(client.as_str().to_owned());
+        self
     }
 
     /// Whether the kernel's RBD interface is there (the `rbd` module is loaded).
@@ -285,16 +321,25 @@ impl KernelRbd {
                 device: self.dev.join(format!("rbd{id}")),
                 client_addr: attr(&d, "client_addr")?
                     .map(|a| crate::image::plain_addr(&a).to_owned()),
+                client_name: config_name(&d)?,
             });
         }
         out.sort_by_key(|m| m.id);
         Ok(out)
     }
 
-    /// The mapping of an image's head in the default namespace, if mapped here.
+    /// The mapping of an image's head in the default namespace, if mapped here (by the owner,
+    /// see [`KernelRbd::owned_by`]).
     pub fn find(&self, pool: &str, image: &str) -> Result<Option<Mapping>> {
         Ok(self.mappings()?.into_iter().find(|m| {
-            m.pool == pool && m.image == image && m.snapshot.is_none() && m.namespace.is_empty()
+            m.pool == pool
+                && m.image == image
+                && m.snapshot.is_none()
+                && m.namespace.is_empty()
+                && self
+                    .owner
+                    .as_ref()
+                    .is_none_or(|o| m.client_name.as_ref() == Some(o))
         }))
     }
 
@@ -408,7 +453,18 @@ mod tests {
         }
 
         fn device(&self, id: u32, pool: &str, image: &str, snap: &str) {
+            self.device_as(id, pool, image, snap, "csi");
+        }
+
+        /// A mapping made as cephx user `name` (its `config_info`).
+        fn device_as(&self, id: u32, pool: &str, image: &str, snap: &str, name: &str) {
             let d = self.dir.path().join("devices").join(id.to_string());
+            std::fs::create_dir_all(&d).expect("dev");
+            std::fs::write(
+                d.join("config_info"),
+                format!("127.0.0.1:6789 name={name},key=client.{name} {pool} {image} {snap}\n"),
+            )
+            .expect("config_info");
             std::fs::create_dir_all(&d).expect("dev");
             for (k, v) in [
                 ("pool", pool),
@@ -522,6 +578,7 @@ mod tests {
                 minor: 48,
                 device: PathBuf::from("/dev/rbd3"),
                 client_addr: Some("127.0.0.1:0/3158237".into()),
+                client_name: Some("csi".into()),
             }
         );
     }
@@ -626,5 +683,29 @@ mod tests {
         let s = format!("{e} {e:?}");
         assert!(s.contains("map rbd/v") && s.contains("add"), "{s}");
         assert!(!s.contains(KEY) && !s.contains("secret"), "{s}");
+    }
+
+    #[test]
+    fn an_owned_view_sees_only_the_mappings_made_as_its_user() {
+        let fake = Fake::new(true);
+        fake.device_as(1, "rbd", "vol", "-", "admin");
+        let csi = ClientId::new("csi").expect("id");
+        let mine = fake.rbd().owned_by(&csi);
+        // Mapped by hand as client.admin: not ours, so not found and not unmapped.
+        assert_eq!(mine.find("rbd", "vol").expect("find"), None);
+        assert!(!mine.unmap("rbd", "vol", false).expect("unmap"));
+        assert_eq!(fake.read("remove_single_major"), "");
+        // The unscoped view and the listing still show it, with its user.
+        let all = fake.rbd().mappings().expect("list");
+        assert_eq!(all[0].client_name.as_deref(), Some("admin"));
+        assert!(fake.rbd().find("rbd", "vol").expect("find").is_some());
+        // Ours is found next to it.
+        fake.device_as(2, "rbd", "vol", "-", "csi");
+        assert_eq!(
+            mine.find("rbd", "vol").expect("find").map(|m| m.id),
+            Some(2)
+        );
+        assert!(mine.unmap("rbd", "vol", false).expect("unmap"));
+        assert_eq!(fake.read("remove_single_major"), "2");
     }
 }

@@ -1,18 +1,13 @@
 //! Image management against a real Ceph cluster (one per test binary, see
-//! `support/ceph_cluster.rs`): create, features, size, grow, metadata, list, remove, pool
+//! `testkit::ceph`): create, features, size, grow, metadata, list, remove, pool
 //! errors, capacity, watchers and locks, the dead-holder release path (blocklist, break lock),
 //! and Ceph unreachable (monitor stopped: Unavailable within the bound, then back).
-
-#[allow(unreachable_pub)]
-mod support {
-    pub mod ceph_cluster;
-}
 
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use rbd::{CephConf, CephxKey, ClientId, Cluster, ConnectOptions, ErrorKind, Features};
-use support::ceph_cluster::{CLIENT_ID, CephCluster, OSD_BYTES, POOL};
+use testkit::ceph::{CLIENT_ID, CephCluster, OSD_BYTES, POOL};
 
 /// Tests take it shared; the one that stops the monitor takes it exclusively.
 static MON: RwLock<()> = RwLock::new(());

@@ -11,11 +11,6 @@
 //! the kernel shares one Ceph client among mappings made with the same options and two of the
 //! tests take Ceph away from that client.
 
-#[allow(unreachable_pub)]
-mod support {
-    pub mod ceph_cluster;
-}
-
 use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, OpenOptionsExt as _};
@@ -27,7 +22,7 @@ use rbd::{
     CephConf, CephxKey, ClientId, Cluster, ConnectOptions, ErrorKind, KernelRbd, MapOptions,
     MapRequest, Mapping,
 };
-use support::ceph_cluster::{CLIENT_ID, CephCluster, POOL};
+use testkit::ceph::{CLIENT_ID, CephCluster, POOL};
 
 const MIB: u64 = 1 << 20;
 

@@ -13,6 +13,7 @@
 //! | `vm` | the device-mapper rig: loop devices, mappings, mounts, cryptsetup devices | `dm` |
 //! | `kube_apiserver` | an in-process Kubernetes API server for Secrets (TLS, faults) | `kube` |
 //! | `keystore` | the contract every key store keeps, run against each | `driver` |
+//! | `ceph` | a real single-node Ceph cluster (monitor, manager, OSD on memstore) per test binary | `ceph` |
 //! | `driver` | in-memory fakes of the driver's parts (backend, device-mapper, mounter, KMS, stage hooks), so a whole NodeStage runs on any host, unprivileged, with a real LUKS2 format on a sparse file | `driver` |
 //! | `plugin` | the real `onmetal-csi-driver serve` process over its socket, with its cleanup (VM tests, stage benchmark) | `plugin` |
 //!
@@ -33,6 +34,9 @@ pub mod vm;
 
 #[cfg(feature = "kube")]
 pub mod kube_apiserver;
+
+#[cfg(feature = "ceph")]
+pub mod ceph;
 
 #[cfg(feature = "driver")]
 pub mod driver;

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -56,7 +57,32 @@ pub struct Rig {
     pub volumes: Vec<String>,
     pub env: Vec<(String, String)>,
     pub args: Vec<String>,
+    pub setup: Setup,
     starts: u32,
+}
+
+/// Who the driver is: node id, mode, backend and key store (the defaults: one `all` plugin
+/// `vm-node` on a `local:` backend and a `dir:` key store in the rig's directory).
+#[derive(Clone, Debug)]
+pub struct Setup {
+    pub node_id: String,
+    pub mode: String,
+    /// The `--backend` value and what follows it (`["rbd", "--ceph-conf", ...]`); `None`:
+    /// `local:<rig>/volumes`.
+    pub backend: Option<Vec<String>>,
+    /// The `dir:` key store; `None`: `<rig>/keys`. Two plugins of one cluster share one.
+    pub key_dir: Option<PathBuf>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            node_id: "vm-node".into(),
+            mode: "all".into(),
+            backend: None,
+            key_dir: None,
+        }
+    }
 }
 
 impl Rig {
@@ -69,6 +95,11 @@ impl Rig {
     /// A rig whose driver gets the extra environment `env` and the extra `serve` arguments
     /// `args` (e.g. `--metrics-address`, `--log-format json`) on every start.
     pub fn with(env: Vec<(String, String)>, args: Vec<String>) -> Rig {
+        Rig::set_up(Setup::default(), env, args)
+    }
+
+    /// A rig whose driver is `setup` (another node, backend or key store).
+    pub fn set_up(setup: Setup, env: Vec<(String, String)>, args: Vec<String>) -> Rig {
         let dir = tempfile::Builder::new()
             .prefix("csi-vm-")
             .tempdir_in("/tmp")
@@ -86,6 +117,7 @@ impl Rig {
             volumes: Vec::new(),
             env,
             args,
+            setup,
             starts: 0,
         };
         rig.start();
@@ -105,7 +137,10 @@ impl Rig {
     }
 
     pub fn key_dir(&self) -> PathBuf {
-        self.path("keys")
+        self.setup
+            .key_dir
+            .clone()
+            .unwrap_or_else(|| self.path("keys"))
     }
 
     /// Starts the driver (again), waits for its socket, connects.
@@ -116,10 +151,13 @@ impl Rig {
         cmd.arg("serve")
             .arg("--endpoint")
             .arg(format!("unix://{}", self.sock().display()))
-            .args(["--node-id", "vm-node", "--mode", "all"])
-            .arg("--backend")
-            .arg(format!("local:{}", self.backend_dir().display()))
-            .arg("--key-store")
+            .args(["--node-id", &self.setup.node_id, "--mode", &self.setup.mode])
+            .arg("--backend");
+        match &self.setup.backend {
+            Some(b) => cmd.args(b),
+            None => cmd.arg(format!("local:{}", self.backend_dir().display())),
+        };
+        cmd.arg("--key-store")
             .arg(format!("dir:{}", self.key_dir().display()))
             .args(&self.args)
             .env("RUST_LOG", "info,csi=debug")
@@ -331,6 +369,39 @@ impl Rig {
             .map(|r| r.into_inner())
     }
 
+    /// `onmetal-csi-driver volume VERB --volume-id ID` against this rig's key store with the
+    /// Transit KMS at `url` and `token` (in a secret directory), plus `extra`; asserts success
+    /// and returns the command's stderr (warnings).
+    pub fn volume_cmd(
+        &self,
+        verb: &str,
+        id: &str,
+        url: &str,
+        token: &str,
+        extra: &[&str],
+    ) -> String {
+        let secret_dir = self.path("kms-secret");
+        fs::create_dir_all(&secret_dir).unwrap();
+        fs::write(secret_dir.join("token"), token).unwrap();
+        let out = Command::new(driver_bin())
+            .args(["volume", verb, "--volume-id", id])
+            .arg("--key-store")
+            .arg(format!("dir:{}", self.key_dir().display()))
+            .args(["--type", "transit", "--endpoint", url, "--key-id", KEK])
+            .arg("--secret-dir")
+            .arg(&secret_dir)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "volume {verb}: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
     pub fn image(&self, id: &str) -> PathBuf {
         self.backend_dir().join(format!("{id}.img"))
     }
@@ -429,7 +500,6 @@ pub fn sh(script: &str) -> String {
 
 /// Size of a block device or file.
 pub fn size_of(path: &Path) -> u64 {
-    use std::io::{Seek, SeekFrom};
     fs::File::open(path)
         .unwrap()
         .seek(SeekFrom::End(0))
@@ -460,7 +530,6 @@ pub fn rdev(path: &Path) -> u64 {
 /// start of the data) and its last MiB, hashed (a whole 1 GiB image would not fit the VM's memory).
 pub fn fingerprint(path: &Path) -> (u64, [u8; 32]) {
     use sha2::Digest;
-    use std::io::{Read, Seek, SeekFrom};
     let mut f = fs::File::open(path).unwrap();
     let size = f.seek(SeekFrom::End(0)).unwrap();
     let mut h = sha2::Sha256::new();
@@ -479,4 +548,189 @@ pub fn fingerprint(path: &Path) -> (u64, [u8; 32]) {
         }
     }
     (size, h.finalize().into())
+}
+
+pub const GIB: i64 = 1 << 30;
+
+/// Where a backend keeps a volume, for [`life`]'s checks.
+pub trait Backing {
+    /// The raw (ciphertext) device or file, while the volume is staged.
+    fn raw(&self, rig: &Rig, id: &str) -> PathBuf;
+    /// Whether the backing volume exists.
+    fn exists(&self, rig: &Rig, id: &str) -> bool;
+    /// Whether it is attached to this node (a loop device, a kernel RBD mapping).
+    fn attached(&self, rig: &Rig, id: &str) -> bool;
+}
+
+/// The `local:` backend: `<rig>/volumes/<id>.img`, attached as a loop device.
+pub struct LocalFiles;
+
+impl Backing for LocalFiles {
+    fn raw(&self, rig: &Rig, id: &str) -> PathBuf {
+        rig.image(id)
+    }
+
+    fn exists(&self, rig: &Rig, id: &str) -> bool {
+        rig.image(id).exists()
+    }
+
+    fn attached(&self, rig: &Rig, id: &str) -> bool {
+        let out = Command::new("losetup")
+            .args(["-n", "-O", "NAME", "-j"])
+            .arg(rig.image(id))
+            .output()
+            .unwrap();
+        !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+    }
+}
+
+/// The whole life of one volume through the socket: create (idempotent), stage, publish
+/// (repeats idempotent), the encryption checks (record, dm-crypt with the key in the keyring,
+/// LUKS2 on the backing volume, ciphertext on disk), write, unpublish, unstage (detached), stage
+/// again and read back, expand online (controller and node), stats, delete (backing volume and
+/// record gone, repeatable).
+/// Writes a marker to the published volume (a file, or the first 4 KiB of a block device).
+pub fn write_marker(target: &Path, block: bool, marker: &[u8]) {
+    if block {
+        let mut f = fs::OpenOptions::new().write(true).open(target).unwrap();
+        f.write_all(marker).unwrap();
+        f.sync_all().unwrap();
+    } else {
+        fs::write(target.join("marker"), marker).unwrap();
+        sh("sync");
+    }
+}
+
+pub fn read_marker(target: &Path, block: bool, len: usize) -> Vec<u8> {
+    if block {
+        let mut f = fs::File::open(target).unwrap();
+        let mut buf = vec![0; len];
+        f.seek(SeekFrom::Start(0)).unwrap();
+        f.read_exact(&mut buf).unwrap();
+        buf
+    } else {
+        fs::read(target.join("marker")).unwrap()
+    }
+}
+
+pub fn life(
+    rig: &mut Rig,
+    backing: &dyn Backing,
+    name: &str,
+    params: &HashMap<String, String>,
+    secrets: &HashMap<String, String>,
+    block: bool,
+    fs_type: &str,
+) {
+    let encrypted = params.get("encryptionEnabled").map(String::as_str) == Some("true");
+    let v = rig.create(name, GIB, params, block).unwrap();
+    let id = v.volume_id.clone();
+    assert_eq!(v.capacity_bytes, GIB);
+    assert!(backing.exists(rig, &id));
+    // CreateVolume is idempotent.
+    assert_eq!(rig.create(name, GIB, params, block).unwrap(), v);
+    let staging = rig.path(&format!("staging-{id}"));
+    let target = rig.path(&format!("pods/{id}/target"));
+    let c = cap(block, fs_type);
+
+    let first = rig.stage(&v, &staging, c.clone(), secrets).unwrap();
+    // Repeats are idempotent.
+    rig.stage(&v, &staging, c.clone(), secrets).unwrap();
+    rig.publish(&id, &staging, &target, c.clone(), false)
+        .unwrap();
+    rig.publish(&id, &staging, &target, c.clone(), false)
+        .unwrap();
+    if encrypted {
+        assert!(rig.record_file(&id).exists(), "wrapped-key record stored");
+        let mapper = Path::new("/dev/mapper").join(format!("onmetal-csi-{id}"));
+        assert!(is_block_device(&mapper));
+        // The key is in the keyring, never in the table.
+        let table = sh(&format!("dmsetup table --showkeys onmetal-csi-{id}"));
+        assert!(table.contains(":64:logon:"), "{table}");
+        // The on-disk data is ciphertext: cryptsetup sees a LUKS2 device.
+        let dump = sh(&format!(
+            "cryptsetup luksDump {}",
+            backing.raw(rig, &id).display()
+        ));
+        assert!(
+            dump.contains("aes-xts-plain64") && dump.contains("onmetal-csi-wrapped-key"),
+            "{dump}"
+        );
+    } else {
+        assert!(!rig.record_file(&id).exists());
+        assert!(
+            !Path::new("/dev/mapper")
+                .join(format!("onmetal-csi-{id}"))
+                .exists()
+        );
+    }
+    if !block {
+        assert_eq!(
+            mount_dev(&staging),
+            mount_dev(&target),
+            "target is a bind of the staging mount"
+        );
+    }
+    let marker = format!("data of {name}").into_bytes();
+    write_marker(&target, block, &marker);
+    if encrypted && block {
+        // The plaintext never reaches the backing file: what the volume's first bytes are on
+        // disk (behind the 16 MiB LUKS2 header area) is ciphertext.
+        let mut raw = vec![0u8; marker.len()];
+        let mut f = fs::File::open(backing.raw(rig, &id)).unwrap();
+        f.seek(SeekFrom::Start(16 << 20)).unwrap();
+        f.read_exact(&mut raw).unwrap();
+        assert_ne!(raw, marker);
+    }
+
+    rig.unpublish(&id, &target).unwrap();
+    rig.unpublish(&id, &target).unwrap();
+    assert!(!target.exists());
+    rig.unstage(&id, &staging).unwrap();
+    rig.unstage(&id, &staging).unwrap();
+    assert!(mount_dev(&staging).is_none());
+    assert!(
+        !backing.attached(rig, &id),
+        "NodeUnstage detaches the backing volume"
+    );
+
+    let later = rig.stage(&v, &staging, c.clone(), secrets).unwrap();
+    eprintln!(
+        "LATENCY stage {name}: first {:.1} ms, later {:.1} ms",
+        first.as_secs_f64() * 1e3,
+        later.as_secs_f64() * 1e3
+    );
+    rig.publish(&id, &staging, &target, c.clone(), false)
+        .unwrap();
+    assert_eq!(read_marker(&target, block, marker.len()), marker);
+
+    // Online expansion: controller grows the backing volume, node grows device, mapping, fs.
+    let grown = rig.expand(&id, 2 * GIB).unwrap();
+    assert_eq!(grown, 2 * GIB);
+    let node_size = rig.node_expand(&id, &target).unwrap();
+    let overhead = if encrypted { 16 << 20 } else { 0 };
+    assert_eq!(node_size, 2 * GIB - overhead, "usable size after expansion");
+    let stats = rig.stats(&id, &target).unwrap();
+    let bytes = &stats.usage[0];
+    if block {
+        assert_eq!(bytes.total, 2 * GIB - overhead);
+    } else {
+        assert!(bytes.total > GIB + GIB / 2, "filesystem grew: {bytes:?}");
+        assert_eq!(stats.usage.len(), 2, "bytes and inodes");
+    }
+    assert!(!stats.volume_condition.unwrap().abnormal);
+    assert_eq!(read_marker(&target, block, marker.len()), marker);
+
+    rig.unpublish(&id, &target).unwrap();
+    rig.unstage(&id, &staging).unwrap();
+    rig.delete(&id).unwrap();
+    rig.delete(&id).unwrap();
+    assert!(
+        !backing.exists(rig, &id),
+        "DeleteVolume removes the backing volume"
+    );
+    assert!(
+        !rig.record_file(&id).exists(),
+        "DeleteVolume removes the wrapped-key record"
+    );
 }

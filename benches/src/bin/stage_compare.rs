@@ -26,8 +26,15 @@
 //! Every mount uses `noinit_itable`, so that ext4's background inode-table zeroing (which
 //! would run on after each first mount) does not steal CPU from the next measurement.
 //!
-//! Usage: `stage_compare [--quick] [--rounds N] [--scale N] [--idle-secs S] [--skip-default]`;
-//! `ONMETAL_CSI_DRIVER` names the driver binary (see `scripts/bench-stage`).
+//! `--backend rbd`: the same on Ceph RBD, against a single-node Ceph started in the run
+//! (`testkit::ceph`: one monitor, one OSD on memstore, in the guest's memory): the driver runs
+//! `--backend rbd`; the command flows attach with `rbd device map` (as `client.csi`, with
+//! `--options noudev`: the VM runs no udev) of a fresh 1 GiB image and detach with `rbd device
+//! unmap`, as ceph-csi's node plugin does (its `rbd map`, then `cryptsetup luksOpen`, mount);
+//! `cryptsetup-default` is left out.
+//!
+//! Usage: `stage_compare [--backend local|rbd] [--quick] [--rounds N] [--scale N] [--idle-secs S]
+//! [--skip-default]`; `ONMETAL_CSI_DRIVER` names the driver binary (see `scripts/bench-stage`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -43,8 +50,9 @@ use anyhow::{Context, Result, bail, ensure};
 use csi::proto;
 use csi::proto::node_client::NodeClient;
 use csi::proto::volume_capability::{AccessMode, AccessType, MountVolume, access_mode::Mode};
+use testkit::ceph::{CLIENT_ID, CephCluster, POOL};
 use testkit::peers;
-use testkit::plugin::Rig;
+use testkit::plugin::{Rig, Setup};
 
 const GIB: u64 = 1 << 30;
 /// The driver's ext4 options (`csi/src/mount.rs`), used for the command flows too.
@@ -57,6 +65,7 @@ const MKFS_EXT4: &[&str] = &[
 const MOUNT_OPTS: &str = "noinit_itable";
 
 struct Options {
+    rbd: bool,
     rounds: usize,
     scale: usize,
     idle: Duration,
@@ -64,9 +73,10 @@ struct Options {
 }
 
 fn parse_args() -> Result<Options> {
-    let usage = "usage: stage_compare [--quick] [--rounds N] [--scale N] [--idle-secs S] \
-                 [--skip-default]";
+    let usage = "usage: stage_compare [--backend local|rbd] [--quick] [--rounds N] [--scale N] \
+                 [--idle-secs S] [--skip-default]";
     let mut o = Options {
+        rbd: false,
         rounds: 5,
         scale: 50,
         idle: Duration::from_secs(20),
@@ -88,6 +98,11 @@ fn parse_args() -> Result<Options> {
             "--scale" => o.scale = num(args.next(), "--scale")?,
             "--idle-secs" => o.idle = Duration::from_secs(num(args.next(), "--idle-secs")? as u64),
             "--skip-default" => o.skip_default = true,
+            "--backend" => match args.next().as_deref() {
+                Some("local") => o.rbd = false,
+                Some("rbd") => o.rbd = true,
+                _ => bail!("--backend takes local or rbd\n{usage}"),
+            },
             "-h" | "--help" => {
                 println!("{usage}");
                 std::process::exit(0);
@@ -133,6 +148,28 @@ fn run(cmd: &mut Command) -> Result<(String, Duration)> {
 
 fn sh(program: &str, args: &[&str]) -> Result<(String, Duration)> {
     run(Command::new(program).args(args))
+}
+
+/// Detaches a command flow's device: `rbd device unmap` (with `conf`) or `losetup --detach`.
+fn detach(conf: Option<&str>, dev: &str) -> Result<()> {
+    match conf {
+        Some(conf) => sh(
+            "rbd",
+            &[
+                "-c",
+                conf,
+                "--id",
+                CLIENT_ID,
+                "device",
+                "unmap",
+                "--options",
+                "noudev",
+                dev,
+            ],
+        )?,
+        None => sh("losetup", &["--detach", dev])?,
+    };
+    Ok(())
 }
 
 fn sparse_file(path: &Path, size: u64) -> Result<()> {
@@ -315,6 +352,8 @@ struct Bench {
     metrics: String,
     work: PathBuf,
     seq: usize,
+    /// `--backend rbd`: the cluster the volumes and the command flows' images live on.
+    ceph: Option<CephCluster>,
 }
 
 const LATER_PER_ROUND: usize = 2;
@@ -330,11 +369,14 @@ impl Bench {
 
     fn create(&mut self, encrypted: bool) -> Result<proto::Volume> {
         self.seq += 1;
-        let params = if encrypted {
+        let mut params = if encrypted {
             testkit::plugin::transit_params(&self.bao.url)
         } else {
             testkit::plugin::plain_params()
         };
+        if self.ceph.is_some() {
+            params.insert("volume_pool".into(), POOL.into());
+        }
         let name = format!(
             "bench-{}-{}",
             if encrypted { "enc" } else { "plain" },
@@ -396,8 +438,16 @@ impl Bench {
         let name = format!("bench-cmd-{}", self.seq);
         let mapper = format!("/dev/mapper/{name}");
         fs::create_dir_all(&mnt)?;
-        sparse_file(&img, GIB)?;
+        let rbd_image = format!("{POOL}/cmd-{}", self.seq);
+        match &self.ceph {
+            Some(c) => {
+                c.rbd(&["create", "--size", "1G", &rbd_image])
+                    .map_err(|e| anyhow::anyhow!("rbd create: {e}"))?;
+            }
+            None => sparse_file(&img, GIB)?,
+        }
         let imgs = img.display().to_string();
+        let conf = self.ceph.as_ref().map(|c| c.conf().display().to_string());
         let mnts = mnt.display().to_string();
         let keys = key.display().to_string();
         let mut sample = Sample::default();
@@ -405,9 +455,25 @@ impl Bench {
             for pass in 0..=LATER_PER_ROUND {
                 let mut st = Stage::default();
                 let t0 = Instant::now();
-                let (dev, t) = sh("losetup", &["--find", "--show", &imgs])?;
+                let dev = match &conf {
+                    Some(conf) => {
+                        let (dev, t) = sh(
+                            "rbd",
+                            &["-c", conf, "--id", CLIENT_ID, "device", "map"]
+                                .into_iter()
+                                .chain(["--options", "noudev", &rbd_image])
+                                .collect::<Vec<_>>(),
+                        )?;
+                        st.steps.insert("rbd map".into(), ms(t));
+                        dev
+                    }
+                    None => {
+                        let (dev, t) = sh("losetup", &["--find", "--show", &imgs])?;
+                        st.steps.insert("losetup".into(), ms(t));
+                        dev
+                    }
+                };
                 let dev = dev.trim().to_owned();
-                st.steps.insert("losetup".into(), ms(t));
                 let fs_dev = if let Some(format_args) = luks {
                     if pass == 0 {
                         let mut a = vec!["luksFormat", "--type", "luks2", "--batch-mode"];
@@ -443,18 +509,29 @@ impl Bench {
                 if luks.is_some() {
                     sh("cryptsetup", &["luksClose", &name])?;
                 }
-                sh("losetup", &["--detach", &dev])?;
+                detach(conf.as_deref(), &dev)?;
             }
             Ok(())
         })();
         if res.is_err() {
             let _ = sh("umount", &[&mnts]);
             let _ = sh("cryptsetup", &["luksClose", &name]);
-            if let Ok((out, _)) = sh("losetup", &["-n", "-O", "NAME", "-j", &imgs]) {
-                for d in out.lines() {
-                    let _ = sh("losetup", &["--detach", d.trim()]);
+            if conf.is_none() {
+                if let Ok((out, _)) = sh("losetup", &["-n", "-O", "NAME", "-j", &imgs]) {
+                    for d in out.lines() {
+                        let _ = sh("losetup", &["--detach", d.trim()]);
+                    }
                 }
             }
+        }
+        if let Some(c) = &self.ceph {
+            if res.is_err() {
+                let krbd = rbd::KernelRbd::new();
+                if let Ok(Some(m)) = krbd.find(POOL, &format!("cmd-{}", self.seq)) {
+                    let _ = krbd.unmap_id(m.id, true);
+                }
+            }
+            let _ = c.rbd(&["rm", "--no-progress", &rbd_image]);
         }
         let _ = fs::remove_file(&img);
         let _ = fs::remove_dir(&mnt);
@@ -719,7 +796,25 @@ fn main() -> Result<()> {
     let started = Instant::now();
     let (bao, token) = testkit::plugin::bao();
     let metrics = format!("127.0.0.1:{}", peers::free_port());
-    let rig = Rig::with(
+    let ceph = if opts.rbd {
+        Some(CephCluster::start_with(false).map_err(|e| anyhow::anyhow!("Ceph: {e}"))?)
+    } else {
+        None
+    };
+    let setup = Setup {
+        backend: ceph.as_ref().map(|c| {
+            vec![
+                "rbd".into(),
+                "--ceph-conf".into(),
+                c.conf().display().to_string(),
+                "--ceph-id".into(),
+                CLIENT_ID.into(),
+            ]
+        }),
+        ..Setup::default()
+    };
+    let rig = Rig::set_up(
+        setup,
         Vec::new(),
         vec![
             "--metrics-address".into(),
@@ -746,6 +841,7 @@ fn main() -> Result<()> {
         metrics,
         work,
         seq: 0,
+        ceph,
     };
 
     const CEPH: &[&str] = &["--hash", "sha256", "--pbkdf-memory", "32768"];
@@ -756,7 +852,7 @@ fn main() -> Result<()> {
         "cryptsetup-default",
         "plain-commands",
     ];
-    if opts.skip_default {
+    if opts.skip_default || opts.rbd {
         flows.retain(|f| *f != "cryptsetup-default");
     }
     let mut samples: BTreeMap<&str, Vec<Sample>> = BTreeMap::new();
@@ -775,7 +871,7 @@ fn main() -> Result<()> {
         }
     }
     let kdf_ceph = b.kdf_of(CEPH)?;
-    let kdf_default = if opts.skip_default {
+    let kdf_default = if opts.skip_default || opts.rbd {
         String::new()
     } else {
         b.kdf_of(&[])?
@@ -806,8 +902,13 @@ fn main() -> Result<()> {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\n## NodeStage: ours against the cryptsetup flow ({} rounds; first stage 1 sample, later \
-         stage {LATER_PER_ROUND} samples per round; medians, ms)\n",
+        "\n## NodeStage on {}: ours against the cryptsetup flow ({} rounds; first stage 1 sample, \
+         later stage {LATER_PER_ROUND} samples per round; medians, ms)\n",
+        if opts.rbd {
+            "Ceph RBD (one OSD on memstore)"
+        } else {
+            "local (sparse files on tmpfs, loop devices)"
+        },
         opts.rounds
     );
     let _ = writeln!(

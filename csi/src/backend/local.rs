@@ -300,7 +300,7 @@ impl Backend for LocalBackend {
         Ok(out)
     }
 
-    async fn available(&self) -> Result<u64> {
+    async fn available(&self, _parameters: &BTreeMap<String, String>) -> Result<u64> {
         let st = rustix::fs::statvfs(&self.dir)
             .map_err(|e| Error::io("statvfs of the backend dir", e.into()))?;
         Ok(st.f_bavail.saturating_mul(st.f_frsize))

@@ -20,8 +20,12 @@
 //!   `/sys/class/block/<dev>/device/rescan`.
 //!
 //! Everything above the backend (encryption, filesystems, mounts) stays as it is.
+//!
+//! Two backends ship: [`local`] (development and single-node clusters) and [`rbd`] (Ceph RBD
+//! images, for multi-node clusters).
 
 pub mod local;
+pub mod rbd;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -33,6 +37,7 @@ use crate::error::Result;
 use crate::volume_id::VolumeId;
 
 pub use local::LocalBackend;
+pub use rbd::{RbdBackend, RbdConfig};
 
 /// A volume as the backend knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,6 +65,14 @@ pub struct Attachment {
 /// What the driver needs from a storage provider (see the module documentation).
 #[async_trait]
 pub trait Backend: Send + Sync + fmt::Debug {
+    /// The volume ID for a CreateVolume `name` with these provider parameters (deterministic:
+    /// the same name and parameters give the same ID). The default is [`VolumeId::from_name`];
+    /// a backend whose volumes live in a place the parameters name (an RBD pool) puts that place
+    /// into the ID, since DeleteVolume gets nothing but the ID.
+    fn volume_id(&self, name: &str, parameters: &BTreeMap<String, String>) -> Result<VolumeId> {
+        let _ = parameters;
+        VolumeId::from_name(name)
+    }
     /// Creates a volume of `capacity` bytes, or returns the existing one of that ID unchanged
     /// (the caller compares it with the request).
     async fn create(
@@ -76,8 +89,8 @@ pub trait Backend: Send + Sync + fmt::Debug {
     async fn expand(&self, id: &VolumeId, capacity: u64) -> Result<u64>;
     /// Every volume.
     async fn list(&self) -> Result<Vec<BackendVolume>>;
-    /// Bytes available for new volumes.
-    async fn available(&self) -> Result<u64>;
+    /// Bytes available for new volumes of a StorageClass with these provider parameters.
+    async fn available(&self, parameters: &BTreeMap<String, String>) -> Result<u64>;
 
     /// Node side: makes the volume's block device appear on this node and returns it
     /// (idempotent: an attached volume returns the same device, with `fresh` false).
@@ -97,12 +110,13 @@ pub trait Backend: Send + Sync + fmt::Debug {
     }
 }
 
-/// Parses a `--backend` value (`local:DIR`).
-pub fn open(spec: &str) -> Result<Box<dyn Backend>> {
+/// Parses a `--backend` value (`local:DIR` or `rbd`, which reaches Ceph as `ceph` says).
+pub fn open(spec: &str, ceph: &RbdConfig) -> Result<Box<dyn Backend>> {
     match spec.split_once(':') {
+        _ if spec == "rbd" => Ok(Box::new(RbdBackend::open(ceph.clone())?)),
         Some(("local", dir)) if !dir.is_empty() => Ok(Box::new(LocalBackend::open(dir)?)),
         _ => Err(crate::Error::invalid(format!(
-            "--backend {spec:?}: expected local:DIR"
+            "--backend {spec:?}: expected local:DIR or rbd"
         ))),
     }
 }

@@ -1,6 +1,7 @@
 //! The flags the subcommands share: the key store ([`StoreArgs`]), the one set of KMS flags
 //! ([`KmsKey`]: `--type`, `--key-id`, `--secret-dir`, `--kms-namespace`, `--timeout`; with the
-//! endpoint: [`KmsArgs`]), and the reader of a mounted Secret directory ([`read_secret_dir`]).
+//! endpoint: [`KmsArgs`]), how to reach Ceph for the `rbd` backend ([`CephArgs`]), and the reader
+//! of a mounted Secret directory ([`read_secret_dir`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,36 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 use crate::keystore::{self, KeyStore};
+
+/// How the `rbd` backend reaches Ceph (`serve --backend rbd`, `volume release`). The Ceph
+/// credentials are the storage provider's, mounted from a Secret of the cluster admin.
+#[derive(Debug, Clone, Args)]
+pub struct CephArgs {
+    /// The Ceph configuration (monitor addresses; the keyring setting).
+    #[arg(long, value_name = "FILE", default_value = "/etc/ceph/ceph.conf")]
+    pub ceph_conf: PathBuf,
+    /// The cephx user, without `client.` (`csi`: client.csi).
+    #[arg(long, value_name = "NAME", default_value = "csi")]
+    pub ceph_id: String,
+    /// The user's keyring (default: the conf's `keyring` setting).
+    #[arg(long, value_name = "FILE")]
+    pub ceph_keyring: Option<PathBuf>,
+    /// The bound of each Ceph call, in seconds (connect, monitor and OSD operations, map).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub ceph_timeout: u64,
+}
+
+impl CephArgs {
+    /// The backend's configuration.
+    pub fn config(&self) -> crate::backend::RbdConfig {
+        crate::backend::RbdConfig {
+            conf: self.ceph_conf.clone(),
+            client: self.ceph_id.clone(),
+            keyring: self.ceph_keyring.clone(),
+            timeout: Duration::from_secs(self.ceph_timeout.max(1)),
+        }
+    }
+}
 
 /// Which key store, as `serve` takes it.
 #[derive(Debug, Clone, Args)]

@@ -26,9 +26,17 @@ pub struct ServeArgs {
     /// The CSI driver name.
     #[arg(long, default_value = "csi.onmetal.de")]
     driver_name: String,
-    /// Where volumes come from: local:DIR (sparse files attached as loop devices).
-    #[arg(long, default_value = "local:/var/lib/onmetal-csi/volumes")]
+    /// Where volumes come from: local:DIR (sparse files attached as loop devices) or rbd (Ceph
+    /// RBD images; the pool is the StorageClass parameter volume_pool; see --ceph-*).
+    #[arg(
+        long,
+        value_name = "local:DIR|rbd",
+        default_value = "local:/var/lib/onmetal-csi/volumes"
+    )]
     backend: String,
+    /// How to reach Ceph (--backend rbd).
+    #[command(flatten)]
+    ceph: super::args::CephArgs,
     /// Where wrapped keys live: kube (one Secret per volume in --key-namespace) or dir:DIR
     /// (one 0600 file per volume).
     #[arg(
@@ -65,7 +73,8 @@ pub fn harden_process() -> Result<()> {
 /// Builds the driver from the flags and serves until a signal.
 pub fn run(a: ServeArgs) -> Result<()> {
     harden_process()?;
-    let backend: Arc<dyn crate::backend::Backend> = Arc::from(crate::backend::open(&a.backend)?);
+    let backend: Arc<dyn crate::backend::Backend> =
+        Arc::from(crate::backend::open(&a.backend, &a.ceph.config())?);
     let rt = runtime(Runtime::Server)?;
     let store = rt.block_on(crate::keystore::open(
         &a.key_store,

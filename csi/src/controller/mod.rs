@@ -112,7 +112,7 @@ pub async fn create(d: &Driver, r: &proto::CreateVolumeRequest) -> Result<proto:
     }
     let params = VolumeParams::parse(&r.parameters)?;
     check_requisite(d, r)?;
-    let id = VolumeId::from_name(&r.name)?;
+    let id = d.backend.volume_id(&r.name, &params.provider)?;
     let range = r.capacity_range.as_ref();
     let stored = params.stored();
     if let Some(existing) = d.backend.get(&id).await? {

@@ -207,11 +207,13 @@ impl Controller for ControllerService {
 
     async fn get_capacity(
         &self,
-        _req: Request<proto::GetCapacityRequest>,
+        req: Request<proto::GetCapacityRequest>,
     ) -> std::result::Result<Response<proto::GetCapacityResponse>, Status> {
+        let r = req.into_inner();
         let d = Arc::clone(&self.driver);
         call("GetCapacity", "", async move {
-            let avail = d.backend.available().await?;
+            let params = VolumeParams::parse(&r.parameters)?;
+            let avail = d.backend.available(&params.provider).await?;
             Ok(proto::GetCapacityResponse {
                 available_capacity: i64::try_from(avail).unwrap_or(i64::MAX),
                 maximum_volume_size: None,

@@ -120,7 +120,7 @@ impl Backend for FileBackend {
         Ok(Vec::new())
     }
 
-    async fn available(&self) -> Result<u64> {
+    async fn available(&self, _parameters: &BTreeMap<String, String>) -> Result<u64> {
         Ok(u64::MAX)
     }
 

@@ -8,6 +8,8 @@
 //! - `key` ([`key`]): unwraps a volume's DEK into a new 0600 file, so that stock
 //!   `cryptsetup open --key-file FILE DEVICE NAME` opens the device by hand (the escape hatch).
 //! - `inspect` ([`inspect`]): the LUKS2 header and the record in its token, never any key.
+//! - `release --volume-id V` ([`release`]): an RBD volume held by a dead node: blocklist the
+//!   holder, then break its lock.
 //! - `restore-header` ([`restore_header`]): rebuilds a header whose two copies are destroyed, from the
 //!   record, after checking that the data decrypts to a filesystem under the key.
 //!
@@ -21,6 +23,7 @@
 pub mod inspect;
 pub mod key;
 pub mod list;
+pub mod release;
 pub mod restore_header;
 pub mod rewrap;
 
@@ -50,6 +53,8 @@ pub enum VolumeCommand {
     Inspect(inspect::InspectArgs),
     /// Rebuild the LUKS2 header of a device whose both header copies are destroyed.
     RestoreHeader(restore_header::RestoreArgs),
+    /// Release an RBD volume a dead node still holds: blocklist the holder, then break its lock.
+    Release(release::ReleaseArgs),
 }
 
 /// A volume, where its record is, and how to reach its KMS.
@@ -102,6 +107,7 @@ pub fn run(cmd: VolumeCommand) -> ExitCode {
         VolumeCommand::Key(_) => "key",
         VolumeCommand::Inspect(_) => "inspect",
         VolumeCommand::RestoreHeader(_) => "restore-header",
+        VolumeCommand::Release(_) => "release",
     };
     let rt = match runtime(Runtime::Command) {
         Ok(rt) => rt,
@@ -120,6 +126,7 @@ pub fn run(cmd: VolumeCommand) -> ExitCode {
             VolumeCommand::Key(a) => key::run(a).await.map(|()| true),
             VolumeCommand::Inspect(a) => inspect::run(a).map(|()| true),
             VolumeCommand::RestoreHeader(a) => restore_header::run(a).await.map(|()| true),
+            VolumeCommand::Release(a) => release::run(&a, &mut stdout).await.map(|()| true),
         }
     });
     match res {

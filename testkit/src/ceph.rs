@@ -13,7 +13,7 @@
 //! emulation): every key is made here and handed to `ceph-mon --mkfs` in its initial keyring
 //! (the monitor imports them with their caps), and the rest are monitor commands through
 //! librados as `client.admin` ([`CephCluster::mon_command`]). Dependencies: std, `tempfile` and
-//! this crate (for librados).
+//! the `rbd` crate (for librados).
 //!
 //! Teardown: [`Drop`] kills the daemons and removes the
 //! directory; and because a cluster kept in a `static` is never dropped, every cluster also has a
@@ -22,7 +22,6 @@
 //!
 //! [`CephCluster::shared`] starts one cluster per test binary. Without the Ceph binaries it
 //! returns `None` after printing why (the test then skips), or panics when `CI=true`.
-#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
 use std::fs;
 use std::io::Write as _;
@@ -346,6 +345,30 @@ impl CephCluster {
             .mon_command(cmd)
             .map_err(|e| format!("{cmd}: {e}"))?;
         Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// Another cephx user with `client.csi`'s caps (a second node plugin of the two-node tests
+    /// maps as its own user, so that two plugins on one kernel each see only their own
+    /// mappings). Returns its `ceph.conf` and keyring, made like [`CephCluster::conf`]'s.
+    pub fn add_client(&self, id: &str) -> Result<(PathBuf, PathBuf), String> {
+        let pool_cap = format!("profile rbd pool={POOL}");
+        let cmd = format!(
+            r#"{{"prefix":"auth get-or-create","entity":"client.{id}","caps":["mon","profile rbd","osd","{pool_cap}","mgr","{pool_cap}"],"format":"plain"}}"#
+        );
+        let keyring = self.dir().join(format!("{id}.keyring"));
+        let conf = self.dir().join(format!("{id}.conf"));
+        if keyring.exists() && conf.exists() {
+            return Ok((conf, keyring));
+        }
+        let keyring_text = self.mon_command(&cmd)?;
+        if !keyring_text.contains("key") {
+            return Err(format!("auth get-or-create client.{id}: {keyring_text:?}"));
+        }
+        write_private(&keyring, &keyring_text)?;
+        let mut text = fs::read_to_string(self.conf()).map_err(|e| e.to_string())?;
+        text.push_str(&format!("[client.{id}]\nkeyring = {}\n", keyring.display()));
+        fs::write(&conf, text).map_err(|e| e.to_string())?;
+        Ok((conf, keyring))
     }
 
     /// The `rbd` CLI as admin (for checking our results, never on the driver's path).
