@@ -516,11 +516,11 @@ impl Bench {
         if res.is_err() {
             let _ = sh("umount", &[&mnts]);
             let _ = sh("cryptsetup", &["luksClose", &name]);
-            if conf.is_none() {
-                if let Ok((out, _)) = sh("losetup", &["-n", "-O", "NAME", "-j", &imgs]) {
-                    for d in out.lines() {
-                        let _ = sh("losetup", &["--detach", d.trim()]);
-                    }
+            if conf.is_none()
+                && let Ok((out, _)) = sh("losetup", &["-n", "-O", "NAME", "-j", &imgs])
+            {
+                for d in out.lines() {
+                    let _ = sh("losetup", &["--detach", d.trim()]);
                 }
             }
         }
