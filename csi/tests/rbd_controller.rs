@@ -32,6 +32,8 @@ static MON: RwLock<()> = RwLock::new(());
 
 struct Driver {
     child: Child,
+    /// The driver lives in a `static` (never dropped): this ends it with the test process.
+    _reaper: testkit::cmd::Reaper,
     _dir: tempfile::TempDir,
     ch: Channel,
     rt: tokio::runtime::Runtime,
@@ -85,6 +87,7 @@ fn start(c: &CephCluster) -> Driver {
         )))
         .unwrap();
     Driver {
+        _reaper: testkit::cmd::reap_on_exit(child.id()),
         child,
         _dir: dir,
         ch,

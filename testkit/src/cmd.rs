@@ -61,3 +61,29 @@ pub fn tool(path: &str, package: &str) -> Option<PathBuf> {
     eprintln!("SKIP: {path} not found; install {package}");
     None
 }
+
+/// Kills a process when this test process is gone, however it ends (passed, panicked, killed):
+/// a `sh` that waits for the end of a pipe only this process holds, then sends SIGTERM and, a
+/// second later, SIGKILL. For helpers kept in a `static` (never dropped), such as a driver that
+/// every test of a binary shares.
+pub struct Reaper {
+    _child: std::process::Child,
+    _pipe: std::process::ChildStdin,
+}
+
+/// Starts a [`Reaper`] for `pid`.
+pub fn reap_on_exit(pid: u32) -> Reaper {
+    let script = r#"cat >/dev/null; kill "$1" 2>/dev/null; sleep 1; kill -9 "$1" 2>/dev/null"#;
+    let mut child = Command::new("sh")
+        .args(["-c", script, "reaper", &pid.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the reaper");
+    let pipe = child.stdin.take().expect("the reaper's stdin");
+    Reaper {
+        _child: child,
+        _pipe: pipe,
+    }
+}
