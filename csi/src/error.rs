@@ -221,7 +221,9 @@ impl From<dm::Error> for Error {
         let kind = match &e {
             dm::Error::Unavailable(_) => Kind::Unavailable,
             dm::Error::Busy(_) | dm::Error::AlreadyExists(_) => Kind::Aborted,
-            dm::Error::DeviceInUse(_) | dm::Error::Refused { .. } => Kind::FailedPrecondition,
+            dm::Error::DeviceInUse(_)
+            | dm::Error::Refused { .. }
+            | dm::Error::WouldShrink { .. } => Kind::FailedPrecondition,
             _ => Kind::Internal,
         };
         Error::new(kind, format!("device-mapper: {e}"))
@@ -282,6 +284,21 @@ mod tests {
         assert_eq!(
             code(kms::ErrorKind::InvalidConfig),
             tonic::Code::InvalidArgument
+        );
+    }
+
+    /// NodeExpand never shrinks a mapping: the refusal is FAILED_PRECONDITION with the sizes.
+    #[test]
+    fn a_mapping_that_would_shrink_is_failed_precondition() {
+        let e = Error::from(dm::Error::WouldShrink {
+            name: "onmetal-csi-v".into(),
+            current: 2048,
+            device: 1024,
+        });
+        assert_eq!(e.to_status().code(), tonic::Code::FailedPrecondition);
+        assert!(
+            e.message().contains("2048") && e.message().contains("1024"),
+            "{e}"
         );
     }
 

@@ -91,6 +91,20 @@ pub enum Error {
         /// 512-byte sectors the device has.
         available: u64,
     },
+    /// [`crate::DeviceMapper::grow`]: the backing device now holds less than the mapping, and
+    /// the mapping is left as it is (shrinking it would cut off the end of a filesystem).
+    #[error(
+        "mapping {name} would shrink from {current} to {device} sectors (its backing device \
+         reports less): refused, nothing changed"
+    )]
+    WouldShrink {
+        /// The mapping.
+        name: String,
+        /// Its length now, 512-byte sectors.
+        current: u64,
+        /// The length the backing device allows.
+        device: u64,
+    },
     /// A kernel key management call failed.
     #[error("kernel keyring: {op} failed")]
     Keyring {

@@ -242,8 +242,19 @@ impl DeviceMapper {
 
     /// Grows (or shrinks) mapping `name` to its backing device's current size, without the key:
     /// the reloaded table references the key that is still in the kernel keyring. Returns the
-    /// new size.
+    /// new size. (`cryptsetup resize` without `--size`.)
     pub fn resize(&self, name: &DmName) -> Result<Sectors> {
+        self.resize_to_device(name, true)
+    }
+
+    /// Like [`DeviceMapper::resize`], but never shrinks: a backing device that reports less than
+    /// the mapping (a provider's glitch, a truncated file) is [`Error::WouldShrink`] and the
+    /// mapping stays as it is. What a driver under a mounted filesystem wants.
+    pub fn grow(&self, name: &DmName) -> Result<Sectors> {
+        self.resize_to_device(name, false)
+    }
+
+    fn resize_to_device(&self, name: &DmName, shrink: bool) -> Result<Sectors> {
         let id = DevId::Name(name.as_dm()?);
         let (info, params) = self.crypt_table(name)?;
         let parsed = table::parse(&params)?;
@@ -255,6 +266,16 @@ impl DeviceMapper {
         let current = self.status(name)?.map(|s| s.size);
         if current == Some(length) {
             return Ok(length);
+        }
+        if let Some(now) = current
+            && length < now
+            && !shrink
+        {
+            return Err(Error::WouldShrink {
+                name: name.to_string(),
+                current: now.0,
+                device: length.0,
+            });
         }
         let Some(staged) = keyring::stage_existing(&key.description)? else {
             return Err(Error::KeyUnavailable(name.to_string()));

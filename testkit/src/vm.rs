@@ -66,6 +66,11 @@ impl LoopDev {
 
     /// Grows the backing file to `mib` and tells the loop driver.
     pub fn grow(&self, mib: u64) {
+        self.set_size(mib);
+    }
+
+    /// Sets the backing file to `mib` (larger or smaller) and tells the loop driver.
+    pub fn set_size(&self, mib: u64) {
         OpenOptions::new()
             .write(true)
             .open(&self.file)

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -126,10 +127,12 @@ impl LocalBackend {
         }
         let image = self.image(id);
         // A crash between the image and its metadata leaves a blank sparse image: reuse it.
+        // 0600: a plain volume's data is in the clear in this file.
         let f = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&image)
             .map_err(|e| Error::io(format!("creating {}", image.display()), e))?;
         f.set_len(capacity)
@@ -345,6 +348,7 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         let m = fs::metadata(b.image(&id)).unwrap();
         assert!(m.blocks() * 512 < 1 << 20, "image is sparse");
+        assert_eq!(m.mode() & 0o777, 0o600, "only root reads a volume's image");
         assert_eq!(b.list().await.unwrap(), vec![v.clone()]);
         assert_eq!(b.expand(&id, 3 << 30).await.unwrap(), 3 << 30);
         assert_eq!(

@@ -25,7 +25,8 @@ pub trait Mapper: Send + Sync + std::fmt::Debug {
     /// Removes mapping `name` and its key (not active: success).
     fn deactivate(&self, name: &dm::DmName) -> Result<()>;
     /// Grows mapping `name` to its device's size (the key is still in the keyring: no KMS);
-    /// returns the new size in bytes.
+    /// returns the new size in bytes. Never shrinks: a device that reports less than the
+    /// mapping is FAILED_PRECONDITION, the mapping unchanged.
     fn resize(&self, name: &dm::DmName) -> Result<u64>;
     /// How many of the driver's mappings are open on this node (0 when device-mapper does not
     /// answer).
@@ -81,7 +82,7 @@ impl Mapper for DmMapper {
 
     fn resize(&self, name: &dm::DmName) -> Result<u64> {
         let mapper = dm::DeviceMapper::new()?;
-        Ok(mapper.resize(name)?.bytes().0)
+        Ok(mapper.grow(name)?.bytes().0)
     }
 
     fn count(&self) -> Result<usize> {

@@ -132,6 +132,43 @@ fn vm_resize_grows_the_mapping_then_the_filesystem() {
 }
 
 #[test]
+fn vm_grow_never_shrinks_a_mapping_whose_device_reports_less() {
+    require_privileged!();
+    let f = fixture(64, 4096);
+    let name = unique_name("shr");
+    let _g = MappingGuard(name.clone());
+    let st = activate(&f, &name, ActivateOptions::default());
+    assert_eq!(blockdev_size(&st.path), 48 << 20);
+    // The backing device now reports 16 MiB less than the mapping needs.
+    f.lo.set_size(48);
+    let dm = DeviceMapper::new().unwrap();
+    match dm.grow(&name) {
+        Err(Error::WouldShrink {
+            current, device, ..
+        }) => {
+            assert_eq!(
+                (current, device),
+                ((48u64 << 20) / 512, (32u64 << 20) / 512)
+            );
+        }
+        other => panic!("grow of a shrunken device: {other:?}"),
+    }
+    assert_eq!(
+        blockdev_size(&st.path),
+        48 << 20,
+        "the mapping is unchanged"
+    );
+    assert!(dmsetup_table_showkeys(&name).starts_with(&format!("0 {} crypt", (48u64 << 20) / 512)));
+    // Grown back, grow works; `resize` (cryptsetup's semantics) is the one that may shrink.
+    f.lo.set_size(64);
+    assert_eq!(dm.grow(&name).unwrap().0, (48u64 << 20) / 512);
+    f.lo.set_size(48);
+    assert_eq!(dm.resize(&name).unwrap().0, (32u64 << 20) / 512);
+    assert_eq!(blockdev_size(&st.path), 32 << 20);
+    dm.deactivate(&name).unwrap();
+}
+
+#[test]
 fn vm_resize_without_the_keyring_key_fails_cleanly() {
     require_privileged!();
     let f = fixture(64, 512);
