@@ -145,6 +145,20 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A loop device call (`/dev/loop-control`, a `LOOP_*` ioctl, its sysfs attributes) failed.
+    #[error("loop device: {op} {path}")]
+    Loop {
+        /// The operation (the ioctl's name, or what was read or opened).
+        op: &'static str,
+        /// The loop device, the control device or the backing file.
+        path: PathBuf,
+        /// The system error.
+        #[source]
+        source: io::Error,
+    },
+    /// Every free loop device the kernel offered was taken by another process first.
+    #[error("no free loop device for {0}: each one offered was taken by another process first")]
+    LoopRace(PathBuf),
     /// The kernel returned something this crate cannot interpret.
     #[error("unexpected kernel answer: {0}")]
     Unexpected(&'static str),
@@ -153,6 +167,14 @@ pub enum Error {
 impl Error {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn loop_dev(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Loop {
             op,
             path: path.into(),
             source,

@@ -22,8 +22,9 @@
 //!
 //! The policy is in `policy`, the table builder in `table`, reading active tables in
 //! `active_table`, keyring handling in `keyring`, the conversion from a parsed LUKS2 header in
-//! `luks2_volume` ([`CryptVolume::from_luks2`]), and the only `unsafe` code (raw
-//! `add_key`/`keyctl`/`mknod` calls and the table status ioctl) in `sys`. The `luks2` command's
+//! `luks2_volume` ([`CryptVolume::from_luks2`]), loop devices without `losetup` (attach, detach,
+//! set capacity, find by backing file) in [`loopdev`], and the only `unsafe` code (raw
+//! `add_key`/`keyctl`/`mknod` calls, the table status ioctl and the loop ioctls) in `sys`. The `luks2` command's
 //! `open/close/resize/status` verbs are in the `luks2-cli` crate (`src/mapping.rs`).
 //!
 //! Tests: the unit tests run anywhere. The privileged tests (`tests/privileged.rs`, one module per
@@ -38,6 +39,7 @@ mod active_table;
 mod device;
 mod error;
 mod keyring;
+pub mod loopdev;
 mod luks2_volume;
 mod mapper;
 mod policy;

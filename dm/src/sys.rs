@@ -1,8 +1,11 @@
 //! The only module of this crate with `unsafe` code: raw system calls the `devicemapper` crate and
 //! the standard library do not offer — the kernel key management calls (`add_key`, `keyctl`),
-//! `mknod` for device nodes when no udev daemon creates them, and the device-mapper ioctl for
+//! `mknod` for device nodes when no udev daemon creates them, the device-mapper ioctl for
 //! reading a table with `DM_SECURE_DATA` into a buffer we wipe (the `devicemapper` crate neither
-//! passes that flag for table status nor wipes its buffers).
+//! passes that flag for table status nor wipes its buffers), and the loop device ioctls
+//! (`LOOP_CTL_GET_FREE`, `LOOP_CONFIGURE`, ...: neither libc nor devicemapper define them; the
+//! structs and numbers are written from the kernel's `include/uapi/linux/loop.h`) behind the
+//! safe API of `loopdev`.
 //!
 //! Every function here is a thin, typed wrapper: arguments are checked or built from safe types
 //! (`CStr`, slices) before the call, results are mapped to `io::Result`.
@@ -155,4 +158,165 @@ pub(crate) fn dm_ioctl(control: BorrowedFd<'_>, cmd: u8, buf: &mut [u8]) -> io::
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+// --- loop devices (include/uapi/linux/loop.h; the libc crate has none of these) ----------------
+
+/// `LO_NAME_SIZE`: the length of `lo_file_name` and `lo_crypt_name`.
+pub(crate) const LO_NAME_SIZE: usize = 64;
+/// `LO_KEY_SIZE`: the length of the obsolete `lo_encrypt_key`.
+const LO_KEY_SIZE: usize = 32;
+/// `LO_FLAGS_DIRECT_IO`: the loop driver reads and writes its backing file with O_DIRECT.
+pub(crate) const LO_FLAGS_DIRECT_IO: u32 = 16;
+
+const LOOP_SET_FD: u32 = 0x4C00;
+const LOOP_CLR_FD: u32 = 0x4C01;
+const LOOP_SET_STATUS64: u32 = 0x4C04;
+const LOOP_SET_CAPACITY: u32 = 0x4C07;
+const LOOP_SET_DIRECT_IO: u32 = 0x4C08;
+const LOOP_CONFIGURE: u32 = 0x4C0A;
+const LOOP_CTL_GET_FREE: u32 = 0x4C82;
+
+/// `struct loop_info64`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct LoopInfo64 {
+    lo_device: u64,
+    lo_inode: u64,
+    lo_rdevice: u64,
+    lo_offset: u64,
+    lo_sizelimit: u64,
+    lo_number: u32,
+    lo_encrypt_type: u32,
+    lo_encrypt_key_size: u32,
+    /// `LO_FLAGS_*`.
+    pub(crate) lo_flags: u32,
+    /// The backing file's name, NUL-terminated (informational: sysfs shows the real path).
+    pub(crate) lo_file_name: [u8; LO_NAME_SIZE],
+    lo_crypt_name: [u8; LO_NAME_SIZE],
+    lo_encrypt_key: [u8; LO_KEY_SIZE],
+    lo_init: [u64; 2],
+}
+
+/// `struct loop_config` (`LOOP_CONFIGURE`, Linux 5.8).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct LoopConfig {
+    /// The backing file's descriptor.
+    pub(crate) fd: u32,
+    /// Logical block size; 0 keeps the default (512).
+    pub(crate) block_size: u32,
+    /// Offset, size limit, flags and name.
+    pub(crate) info: LoopInfo64,
+    reserved: [u64; 8],
+}
+
+const _: () = assert!(size_of::<LoopInfo64>() == 232);
+const _: () = assert!(size_of::<LoopConfig>() == 304);
+
+impl LoopInfo64 {
+    /// All zero: no offset, no size limit, no flags, no name.
+    pub(crate) fn zeroed() -> Self {
+        LoopInfo64 {
+            lo_device: 0,
+            lo_inode: 0,
+            lo_rdevice: 0,
+            lo_offset: 0,
+            lo_sizelimit: 0,
+            lo_number: 0,
+            lo_encrypt_type: 0,
+            lo_encrypt_key_size: 0,
+            lo_flags: 0,
+            lo_file_name: [0; LO_NAME_SIZE],
+            lo_crypt_name: [0; LO_NAME_SIZE],
+            lo_encrypt_key: [0; LO_KEY_SIZE],
+            lo_init: [0; 2],
+        }
+    }
+}
+
+impl LoopConfig {
+    /// A configuration for backing file `fd` with `info`, default block size.
+    pub(crate) fn new(fd: BorrowedFd<'_>, info: LoopInfo64) -> Self {
+        LoopConfig {
+            fd: fd.as_raw_fd().cast_unsigned(),
+            block_size: 0,
+            info,
+            reserved: [0; 8],
+        }
+    }
+}
+
+/// An ioctl whose argument is an integer (or absent), never a pointer.
+fn ioctl_int(fd: BorrowedFd<'_>, request: u32, arg: libc::c_ulong) -> io::Result<libc::c_int> {
+    // SAFETY: every request passed here (LOOP_CTL_GET_FREE, LOOP_SET_FD, LOOP_CLR_FD,
+    // LOOP_SET_CAPACITY, LOOP_SET_DIRECT_IO) takes an integer argument (a descriptor, a flag, or
+    // nothing), so the kernel reads and writes no caller memory.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), request as _, arg) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r)
+}
+
+/// `ioctl(loop-control, LOOP_CTL_GET_FREE)`: the number of a free loop device (made if needed).
+pub(crate) fn loop_ctl_get_free(control: BorrowedFd<'_>) -> io::Result<u32> {
+    let n = ioctl_int(control, LOOP_CTL_GET_FREE, 0)?;
+    u32::try_from(n).map_err(|_| io::Error::other("loop device number out of range"))
+}
+
+/// `ioctl(loop, LOOP_CONFIGURE, &config)`: binds the backing file and sets status in one call.
+pub(crate) fn loop_configure(dev: BorrowedFd<'_>, config: &LoopConfig) -> io::Result<()> {
+    // SAFETY: `config` is a valid `struct loop_config` (repr(C), size checked above against the
+    // kernel's 304 bytes) that outlives the call; LOOP_CONFIGURE only reads it.
+    let r = unsafe {
+        libc::ioctl(
+            dev.as_raw_fd(),
+            LOOP_CONFIGURE as _,
+            std::ptr::from_ref(config),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `ioctl(loop, LOOP_SET_FD, backing)` (before Linux 5.8: the first half of LOOP_CONFIGURE).
+pub(crate) fn loop_set_fd(dev: BorrowedFd<'_>, backing: BorrowedFd<'_>) -> io::Result<()> {
+    let fd = libc::c_ulong::from(backing.as_raw_fd().cast_unsigned());
+    ioctl_int(dev, LOOP_SET_FD, fd).map(|_| ())
+}
+
+/// `ioctl(loop, LOOP_SET_STATUS64, &info)` (the second half).
+pub(crate) fn loop_set_status64(dev: BorrowedFd<'_>, info: &LoopInfo64) -> io::Result<()> {
+    // SAFETY: `info` is a valid `struct loop_info64` (repr(C), 232 bytes as in the kernel) that
+    // outlives the call; LOOP_SET_STATUS64 only reads it.
+    let r = unsafe {
+        libc::ioctl(
+            dev.as_raw_fd(),
+            LOOP_SET_STATUS64 as _,
+            std::ptr::from_ref(info),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `ioctl(loop, LOOP_SET_DIRECT_IO, on)`.
+pub(crate) fn loop_set_direct_io(dev: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    ioctl_int(dev, LOOP_SET_DIRECT_IO, libc::c_ulong::from(on)).map(|_| ())
+}
+
+/// `ioctl(loop, LOOP_CLR_FD)`: unbinds the backing file (deferred to the last close while the
+/// device is open elsewhere, as `losetup --detach`).
+pub(crate) fn loop_clr_fd(dev: BorrowedFd<'_>) -> io::Result<()> {
+    ioctl_int(dev, LOOP_CLR_FD, 0).map(|_| ())
+}
+
+/// `ioctl(loop, LOOP_SET_CAPACITY)`: re-reads the backing file's size.
+pub(crate) fn loop_set_capacity(dev: BorrowedFd<'_>) -> io::Result<()> {
+    ioctl_int(dev, LOOP_SET_CAPACITY, 0).map(|_| ())
 }

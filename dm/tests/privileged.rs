@@ -12,6 +12,7 @@ mod privileged {
     mod fs;
     mod lifecycle;
     mod locking;
+    mod loopdev;
     mod secure_status;
     mod throughput;
     mod udev;

@@ -3,22 +3,24 @@
 //! the backing filesystem supports it, buffered otherwise: tmpfs has no O_DIRECT). A single
 //! machine is then a complete cluster for development and tests.
 //!
-//! State lives in the files and in the kernel (`losetup -j` finds the loop device of a file), so
-//! a restarted driver finds its attached volumes again.
+//! Loop devices are attached, detached and resized through `/dev/loop-control` and the loop
+//! ioctls (`dm::loopdev`), without a `losetup` process. State lives in the files and in the kernel
+//! (`/sys/block/loop*/loop/backing_file` names the file of each loop device), so a restarted
+//! driver finds its attached volumes again.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use async_trait::async_trait;
+use dm::loopdev::{LoopControl, LoopDevice};
 use serde::{Deserialize, Serialize};
 
 use super::{Attachment, Backend, BackendVolume};
 use crate::error::{Error, Kind, Result};
-use crate::host::exec::{blocking, run};
+use crate::host::exec::blocking;
 use crate::volume_id::VolumeId;
 
 /// Sparse image files in one directory, attached as loop devices.
@@ -85,21 +87,18 @@ impl LocalBackend {
     }
 
     /// The loop devices backed by the volume's image (normally zero or one).
-    fn loops(&self, id: &VolumeId) -> Result<Vec<PathBuf>> {
+    fn loops(&self, id: &VolumeId) -> Result<Vec<LoopDevice>> {
         let image = self.image(id);
         if !image.exists() {
             return Ok(Vec::new());
         }
-        let out = run(Command::new("losetup")
-            .args(["--noheadings", "--output", "NAME", "--associated"])
-            .arg(&image))?;
-        Ok(out
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(PathBuf::from)
-            .collect())
+        dm::loopdev::find(&image).map_err(|e| loop_error("finding the loop device of", &image, e))
     }
+}
+
+/// A loop device error with what was done to which image; the kernel's errno is in the source.
+fn loop_error(what: &str, image: &Path, e: dm::Error) -> Error {
+    Error::internal(format!("{what} {}: {e}", image.display())).with_source(e)
 }
 
 /// Whether `path` can be opened with O_DIRECT (tmpfs before Linux 6.6 refuses it with EINVAL).
@@ -157,12 +156,12 @@ impl LocalBackend {
     fn delete_now(&self, id: &VolumeId) -> Result<()> {
         let _lock = self.lock()?;
         let attached = self.loops(id)?;
-        if !attached.is_empty() {
+        if let Some(dev) = attached.first() {
             return Err(Error::new(
                 Kind::FailedPrecondition,
                 format!(
                     "volume {id} is still attached ({}); unstage it first",
-                    attached[0].display()
+                    dev.path.display()
                 ),
             ));
         }
@@ -195,9 +194,9 @@ impl LocalBackend {
 
     fn attach_now(&self, id: &VolumeId) -> Result<Attachment> {
         let _lock = self.lock()?;
-        if let Some(device) = self.loops(id)?.into_iter().next() {
+        if let Some(dev) = self.loops(id)?.into_iter().next() {
             return Ok(Attachment {
-                device,
+                device: dev.path,
                 fresh: false,
             });
         }
@@ -206,51 +205,41 @@ impl LocalBackend {
             return Err(Error::not_found(format!("volume {id} does not exist")));
         }
         // Direct I/O where the image's filesystem has O_DIRECT; tmpfs has not: buffered. An
-        // open(2) answers that; a `losetup --direct-io=on` that fails costs a whole process.
-        let dio = direct_io(&image)
-            .then(|| {
-                run(Command::new("losetup")
-                    .args(["--find", "--show", "--direct-io=on"])
-                    .arg(&image))
-                .ok()
-            })
-            .flatten();
-        let dev = match dio {
-            Some(out) => out,
-            None => run(Command::new("losetup")
-                .args(["--find", "--show"])
-                .arg(&image))?,
-        };
-        let dev = PathBuf::from(dev.trim());
-        tracing::debug!(volume = %id, device = %dev.display(), "attached");
+        // open(2) answers that before we ask the kernel (which, refusing it, attaches buffered).
+        let dio = direct_io(&image);
+        let dev = LoopControl::open()
+            .and_then(|ctl| ctl.attach(&image, dio))
+            .map_err(|e| loop_error("attaching", &image, e))?;
+        tracing::debug!(volume = %id, device = %dev.path.display(), direct_io = dio, "attached");
         Ok(Attachment {
-            device: dev,
+            device: dev.path,
             fresh: true,
         })
     }
 
     fn device_now(&self, id: &VolumeId) -> Result<Option<PathBuf>> {
-        Ok(self.loops(id)?.into_iter().next())
+        Ok(self.loops(id)?.into_iter().next().map(|d| d.path))
     }
 
     fn detach_now(&self, id: &VolumeId) -> Result<()> {
         let _lock = self.lock()?;
         for dev in self.loops(id)? {
-            run(Command::new("losetup").arg("--detach").arg(&dev))?;
+            dm::loopdev::detach(&dev).map_err(|e| loop_error("detaching", &self.image(id), e))?;
         }
         Ok(())
     }
 
     fn refresh_size_now(&self, id: &VolumeId) -> Result<()> {
         for dev in self.loops(id)? {
-            run(Command::new("losetup").arg("--set-capacity").arg(&dev))?;
+            dm::loopdev::set_capacity(&dev)
+                .map_err(|e| loop_error("resizing the loop device of", &self.image(id), e))?;
         }
         Ok(())
     }
 }
 
-/// Every method that takes the backend's lock (an `flock` that waits) or runs `losetup` does
-/// so on the blocking pool: 50 concurrent stages must not park the runtime's worker threads.
+/// Every method that takes the backend's lock (an `flock` that waits) or makes loop device calls
+/// does so on the blocking pool: 50 concurrent stages must not park the runtime's worker threads.
 #[async_trait]
 impl Backend for LocalBackend {
     /// The image files live on this machine's disk.
@@ -397,9 +386,9 @@ mod tests {
         assert_eq!(res.unwrap_err().kind(), Kind::NotFound);
     }
 
-    /// Attach asks open(2) whether the image's filesystem does direct I/O instead of trying
-    /// `losetup --direct-io=on` and paying a failed process where it does not (tmpfs before
-    /// Linux 6.6, as in the VM rig's 6.1 kernel).
+    /// Attach asks open(2) whether the image's filesystem does direct I/O before it asks the
+    /// kernel's loop driver for it (tmpfs before Linux 6.6, as in the VM rig's 6.1 kernel, has
+    /// none).
     #[test]
     fn direct_io_probe() {
         let f = tempfile::NamedTempFile::new_in(env!("CARGO_MANIFEST_DIR")).unwrap();

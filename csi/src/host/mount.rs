@@ -1,11 +1,17 @@
 //! Filesystems and mounts on the node, behind the [`Mounter`] trait: mkfs, mount, bind mounts,
-//! unmount, online grow, usage. [`SystemMounter`] runs the util-linux, e2fsprogs and xfsprogs
-//! tools (as kubelet's mount-utils does) and reads `/proc/self/mountinfo`; state comes from the
-//! kernel, so a restarted driver sees what is mounted.
+//! unmount, online grow, usage. [`SystemMounter`] mounts, bind-mounts and unmounts with mount(2)
+//! and umount(2) (no `mount` process: the options are translated as mount(8) does, see
+//! [`MountOptions`]), runs the e2fsprogs and xfsprogs tools for mkfs and grow, and reads
+//! `/proc/self/mountinfo`; state comes from the kernel, so a restarted driver sees what is
+//! mounted.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use rustix::fs::StatVfsMountFlags;
+use rustix::io::Errno;
+use rustix::mount::{MountFlags, UnmountFlags};
 
 use super::exec::run;
 use super::fs::FsType;
@@ -54,7 +60,8 @@ pub trait Mounter: Send + Sync + std::fmt::Debug {
     fn usage(&self, path: &Path) -> Result<Usage>;
 }
 
-/// The system implementation: util-linux, e2fsprogs and xfsprogs, `/proc/self/mountinfo`.
+/// The system implementation: mount(2) and umount(2), e2fsprogs and xfsprogs,
+/// `/proc/self/mountinfo`.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemMounter;
 
@@ -127,19 +134,27 @@ impl Mounter for SystemMounter {
     }
 
     fn mount(&self, device: &Path, target: &Path, fs: FsType, options: &[String]) -> Result<()> {
-        let mut cmd = Command::new("mount");
-        cmd.args(["-t", fs.as_str()]);
-        let mut opts: Vec<String> = options.to_vec();
-        if fs == FsType::Xfs && !opts.iter().any(|o| o == "nouuid") {
+        let mut opts = MountOptions::parse(options);
+        if fs == FsType::Xfs && !opts.data.iter().any(|o| o == "nouuid") {
             // Clones and restored volumes share the filesystem UUID; xfs refuses a second mount
             // of the same UUID otherwise.
-            opts.push("nouuid".to_owned());
+            opts.data.push("nouuid".to_owned());
         }
-        if !opts.is_empty() {
-            cmd.arg("-o").arg(opts.join(","));
-        }
-        run(cmd.arg(device).arg(target))?;
-        Ok(())
+        let data = opts.data_string()?;
+        rustix::mount::mount(device, target, fs.as_str(), opts.flags(), data.as_deref()).map_err(
+            |e| {
+                mount_error(
+                    format!(
+                        "mounting {} on {} (type {}, options {:?})",
+                        device.display(),
+                        target.display(),
+                        fs.as_str(),
+                        options.join(",")
+                    ),
+                    e,
+                )
+            },
+        )
     }
 
     fn bind(
@@ -149,18 +164,38 @@ impl Mounter for SystemMounter {
         read_only: bool,
         options: &[String],
     ) -> Result<()> {
-        run(Command::new("mount").arg("--bind").arg(source).arg(target))?;
-        let mut remount: Vec<String> = vec!["remount".into(), "bind".into()];
-        if read_only {
-            remount.push("ro".into());
+        rustix::mount::mount_bind(source, target).map_err(|e| {
+            mount_error(
+                format!("bind-mounting {} on {}", source.display(), target.display()),
+                e,
+            )
+        })?;
+        if !read_only && options.is_empty() {
+            return Ok(());
         }
-        remount.extend(options.iter().cloned());
-        if remount.len() > 2
-            && let Err(e) = run(Command::new("mount")
-                .arg("-o")
-                .arg(remount.join(","))
-                .arg(target))
-        {
+        // As `mount -o remount,bind,ro,<options>`: the bind mount keeps the per-mount flags it
+        // has (its source's) with the asked ones on top; a bind remount takes no data options.
+        let remount = || -> Result<()> {
+            let current = rustix::fs::statvfs(target)
+                .map_err(|e| mount_error(format!("statvfs {}", target.display()), e))?;
+            let mut opts = MountOptions::parse(options);
+            if read_only {
+                opts.set |= MountFlags::RDONLY;
+                opts.clear -= MountFlags::RDONLY;
+            }
+            let flags = MountFlags::BIND | opts.apply(mount_flags_of(current.f_flag));
+            rustix::mount::mount_remount(target, flags, c"").map_err(|e| {
+                mount_error(
+                    format!(
+                        "remounting the bind mount {} (read-only: {read_only}, options {:?})",
+                        target.display(),
+                        options.join(",")
+                    ),
+                    e,
+                )
+            })
+        };
+        if let Err(e) = remount() {
             let _ = self.unmount(target);
             return Err(e);
         }
@@ -169,7 +204,13 @@ impl Mounter for SystemMounter {
 
     fn unmount(&self, target: &Path) -> Result<()> {
         while self.mounted(target)?.is_some() {
-            run(Command::new("umount").arg(target))?;
+            if let Err(e) = rustix::mount::unmount(target, UnmountFlags::empty()) {
+                // Unmounted meanwhile (EINVAL: not a mount point any more): done.
+                if self.mounted(target)?.is_none() {
+                    break;
+                }
+                return Err(mount_error(format!("unmounting {}", target.display()), e));
+            }
         }
         Ok(())
     }
@@ -200,6 +241,162 @@ impl Mounter for SystemMounter {
     }
 }
 
+/// A mount(2) or umount(2) failure: what was done, the errno's name, mount(8)'s reading of it,
+/// and the system's message (in the source chain too). Every one is an internal error, as a failed
+/// `mount` process was.
+fn mount_error(what: String, e: Errno) -> Error {
+    let (name, hint) = match e {
+        Errno::BUSY => ("EBUSY", "already mounted or busy"),
+        Errno::NOENT => ("ENOENT", "the mount point or the device does not exist"),
+        Errno::INVAL => (
+            "EINVAL",
+            "wrong filesystem type, bad option, bad superblock, or not mounted",
+        ),
+        Errno::NODEV => ("ENODEV", "filesystem type not supported by the kernel"),
+        Errno::NOTBLK => ("ENOTBLK", "not a block device"),
+        Errno::NXIO => ("ENXIO", "no such device"),
+        Errno::ROFS => ("EROFS", "the device is write-protected"),
+        Errno::ACCESS => ("EACCES", "permission denied"),
+        Errno::PERM => ("EPERM", "operation not permitted"),
+        Errno::NOTDIR => ("ENOTDIR", "the mount point is not a directory"),
+        Errno::IO => ("EIO", "I/O error"),
+        _ => ("", ""),
+    };
+    let io = std::io::Error::from(e);
+    let msg = if name.is_empty() {
+        format!("{what}: {io}")
+    } else {
+        format!("{what}: {name} ({hint}): {io}")
+    };
+    Error::internal(msg).with_source(io)
+}
+
+/// Mount options as mount(8) reads them: the filesystem-independent ones (`ro`, `nosuid`, `nodev`,
+/// `noexec`, the atime family, ...) become per-mount flags (`MS_*`) to set or clear, the last one
+/// winning; options only mount(8) itself reads (`defaults`, `auto`, `noauto`, `nofail`,
+/// `_netdev`, `x-*`, `comment=*`) are dropped; everything else (`discard`, `nouuid`,
+/// `data=ordered`, ...) is the filesystem's data string, comma-joined. An option string may hold
+/// several comma-separated options, as in `-o`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountOptions {
+    /// Flags to set.
+    pub set: MountFlags,
+    /// Flags to clear (`rw`, `suid`, `dev`, `exec`, `async`, `atime`, ...).
+    pub clear: MountFlags,
+    /// The filesystem's own options, in order.
+    pub data: Vec<String>,
+}
+
+/// mount(8)'s flag options (util-linux libmount's Linux map): name, flag, and whether the option
+/// sets it (`true`) or clears it.
+const FLAG_OPTIONS: &[(&str, MountFlags, bool)] = &[
+    ("ro", MountFlags::RDONLY, true),
+    ("rw", MountFlags::RDONLY, false),
+    ("nosuid", MountFlags::NOSUID, true),
+    ("suid", MountFlags::NOSUID, false),
+    ("nodev", MountFlags::NODEV, true),
+    ("dev", MountFlags::NODEV, false),
+    ("noexec", MountFlags::NOEXEC, true),
+    ("exec", MountFlags::NOEXEC, false),
+    ("sync", MountFlags::SYNCHRONOUS, true),
+    ("async", MountFlags::SYNCHRONOUS, false),
+    ("dirsync", MountFlags::DIRSYNC, true),
+    ("mand", MountFlags::PERMIT_MANDATORY_FILE_LOCKING, true),
+    ("nomand", MountFlags::PERMIT_MANDATORY_FILE_LOCKING, false),
+    ("noatime", MountFlags::NOATIME, true),
+    ("atime", MountFlags::NOATIME, false),
+    ("nodiratime", MountFlags::NODIRATIME, true),
+    ("diratime", MountFlags::NODIRATIME, false),
+    ("relatime", MountFlags::RELATIME, true),
+    ("norelatime", MountFlags::RELATIME, false),
+    ("strictatime", MountFlags::STRICTATIME, true),
+    ("nostrictatime", MountFlags::STRICTATIME, false),
+    ("lazytime", MountFlags::LAZYTIME, true),
+    ("nolazytime", MountFlags::LAZYTIME, false),
+    ("nosymfollow", MountFlags::NOSYMFOLLOW, true),
+    ("symfollow", MountFlags::NOSYMFOLLOW, false),
+    ("silent", MountFlags::SILENT, true),
+    ("loud", MountFlags::SILENT, false),
+];
+
+impl MountOptions {
+    /// No options.
+    pub fn none() -> Self {
+        MountOptions {
+            set: MountFlags::empty(),
+            clear: MountFlags::empty(),
+            data: Vec::new(),
+        }
+    }
+
+    /// Reads CSI mount flags (each one option or a comma-separated list of them).
+    pub fn parse(options: &[String]) -> Self {
+        let mut out = MountOptions::none();
+        for opt in options.iter().flat_map(|o| o.split(',')) {
+            if let Some(&(_, flag, on)) = FLAG_OPTIONS.iter().find(|(n, _, _)| *n == opt) {
+                if on {
+                    out.set |= flag;
+                    out.clear -= flag;
+                } else {
+                    out.clear |= flag;
+                    out.set -= flag;
+                }
+            } else if opt.is_empty()
+                || matches!(opt, "defaults" | "auto" | "noauto" | "nofail" | "_netdev")
+                || opt.starts_with("x-")
+                || opt.starts_with("X-")
+                || opt.starts_with("comment=")
+            {
+                // mount(8)'s own options: never passed to the kernel.
+            } else {
+                out.data.push(opt.to_owned());
+            }
+        }
+        out
+    }
+
+    /// The flags of a new mount.
+    pub fn flags(&self) -> MountFlags {
+        self.set
+    }
+
+    /// `current` with these options applied (a remount).
+    pub fn apply(&self, current: MountFlags) -> MountFlags {
+        (current | self.set) - self.clear
+    }
+
+    /// The data string (`None` without data options).
+    fn data_string(&self) -> Result<Option<std::ffi::CString>> {
+        if self.data.is_empty() {
+            return Ok(None);
+        }
+        std::ffi::CString::new(self.data.join(","))
+            .map(Some)
+            .map_err(|_| Error::invalid("a mount option contains a NUL byte"))
+    }
+}
+
+/// The per-mount flags statvfs reports, as the mount flags that keep them on a remount.
+fn mount_flags_of(st: StatVfsMountFlags) -> MountFlags {
+    [
+        (StatVfsMountFlags::RDONLY, MountFlags::RDONLY),
+        (StatVfsMountFlags::NOSUID, MountFlags::NOSUID),
+        (StatVfsMountFlags::NODEV, MountFlags::NODEV),
+        (StatVfsMountFlags::NOEXEC, MountFlags::NOEXEC),
+        (StatVfsMountFlags::SYNCHRONOUS, MountFlags::SYNCHRONOUS),
+        (
+            StatVfsMountFlags::MANDLOCK,
+            MountFlags::PERMIT_MANDATORY_FILE_LOCKING,
+        ),
+        (StatVfsMountFlags::NOATIME, MountFlags::NOATIME),
+        (StatVfsMountFlags::NODIRATIME, MountFlags::NODIRATIME),
+        (StatVfsMountFlags::RELATIME, MountFlags::RELATIME),
+    ]
+    .into_iter()
+    .filter(|(s, _)| st.contains(*s))
+    .fold(MountFlags::empty(), |acc, (_, m)| acc | m)
+}
+
 /// `major:minor` of a block device node, as mountinfo shows it.
 pub fn device_number(device: &Path) -> Result<String> {
     use std::os::unix::fs::MetadataExt;
@@ -216,6 +413,81 @@ pub fn device_number(device: &Path) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn opts(o: &[&str]) -> MountOptions {
+        MountOptions::parse(&o.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn mount_options_become_flags_and_data_as_mount8_reads_them() {
+        let o = opts(&[
+            "ro",
+            "nosuid,nodev",
+            "noexec",
+            "discard",
+            "data=ordered",
+            "noatime",
+        ]);
+        assert_eq!(
+            o.flags(),
+            MountFlags::RDONLY
+                | MountFlags::NOSUID
+                | MountFlags::NODEV
+                | MountFlags::NOEXEC
+                | MountFlags::NOATIME
+        );
+        assert_eq!(o.data, ["discard", "data=ordered"]);
+        assert_eq!(
+            o.data_string().unwrap().unwrap().as_bytes(),
+            b"discard,data=ordered"
+        );
+        // The last one wins; mount(8)'s own options never reach the kernel.
+        let o = opts(&[
+            "ro",
+            "rw",
+            "defaults",
+            "x-mount.mkdir",
+            "nofail",
+            "_netdev",
+            "noauto",
+        ]);
+        assert_eq!(o.flags(), MountFlags::empty());
+        assert_eq!(o.clear, MountFlags::RDONLY);
+        assert!(o.data.is_empty());
+        assert_eq!(o.data_string().unwrap(), None);
+        assert_eq!(opts(&[]), MountOptions::none());
+        assert!(opts(&["a\0b"]).data_string().is_err());
+    }
+
+    #[test]
+    fn a_remount_keeps_the_current_flags_and_applies_the_options() {
+        let current = mount_flags_of(
+            StatVfsMountFlags::NOSUID | StatVfsMountFlags::NODEV | StatVfsMountFlags::RELATIME,
+        );
+        assert_eq!(
+            current,
+            MountFlags::NOSUID | MountFlags::NODEV | MountFlags::RELATIME
+        );
+        let o = opts(&["ro", "dev", "noexec", "discard"]);
+        assert_eq!(
+            o.apply(current),
+            MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NOEXEC | MountFlags::RELATIME
+        );
+    }
+
+    #[test]
+    fn mount_errors_name_the_call_and_the_errno() {
+        let e = mount_error("mounting /dev/x on /t".into(), Errno::BUSY);
+        assert_eq!(e.kind(), crate::error::Kind::Internal);
+        let m = e.display_chain();
+        assert!(
+            m.starts_with("mounting /dev/x on /t: EBUSY (already mounted or busy)"),
+            "{m}"
+        );
+        assert!(m.contains("os error 16"), "{m}");
+        let m = mount_error("m".into(), Errno::INVAL).display_chain();
+        assert!(m.contains("EINVAL (wrong filesystem type"), "{m}");
+    }
 
     #[test]
     fn mountinfo_lines_parse() {
