@@ -344,16 +344,16 @@ pub fn format_with_volume_key<D: Device + ?Sized>(
 /// cryptsetup's `LUKS2_wipe_header_areas`: zeros from 0 to the data offset (header copies and
 /// padding), then random data over the keyslots area. Synced.
 fn wipe_header_areas<D: Device + ?Sized>(dev: &mut D, lay: &Layout) -> Result<()> {
-    const CHUNK: u64 = 1024 * 1024;
+    // One static block of zeros (no allocation per format: a node plugin runs many at once).
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
     let size = dev
         .size()
         .map_err(|e| Error::io("reading the device size", e))?;
     let zero_end = lay.data_offset.min(size);
-    let zeros = vec![0u8; usize::try_from(CHUNK).unwrap_or(1 << 20)];
     let mut off = 0u64;
     while off < zero_end {
-        let n = (zero_end - off).min(CHUNK);
-        let chunk = zeros
+        let n = (zero_end - off).min(ZEROS.len() as u64);
+        let chunk = ZEROS
             .get(..usize::try_from(n).unwrap_or(0))
             .unwrap_or_default();
         dev.write_all_at(off, chunk)
