@@ -423,10 +423,26 @@ impl Bench {
             s.later.push(self.stage_timed(&v)?);
             self.unstage(&v)?;
         }
-        self.rig
-            .delete(&v.volume_id)
-            .map_err(|e| anyhow::anyhow!("DeleteVolume: {e}"))?;
+        self.delete_settled(&v)?;
         Ok(s)
+    }
+
+    /// DeleteVolume, retried for up to 30 s while the backend still reports the volume in use
+    /// (an RBD image's watch can outlive its unmap by a moment on a loaded guest).
+    fn delete_settled(&self, v: &proto::Volume) -> Result<()> {
+        let t = Instant::now();
+        loop {
+            match self.rig.delete(&v.volume_id) {
+                Ok(()) => return Ok(()),
+                Err(e)
+                    if e.code() == tonic::Code::FailedPrecondition
+                        && t.elapsed() < Duration::from_secs(30) =>
+                {
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => bail!("DeleteVolume {}: {e}", v.volume_id),
+            }
+        }
     }
 
     /// The command flows: `luks` = None (plain), Some(format arguments) for cryptsetup.
@@ -715,10 +731,12 @@ impl Bench {
             let d = v - kms0.get(&op).copied().unwrap_or(0);
             s.kms.insert(op, d);
         }
+        // A volume left behind is reported with the last unstage (and fails the run at the
+        // end), after the tables are printed.
         for v in &vols {
-            self.rig
-                .delete(&v.volume_id)
-                .map_err(|e| anyhow::anyhow!("DeleteVolume: {e}"))?;
+            if let Err(e) = self.delete_settled(v) {
+                s.unstage2.failed.push(format!("then {e}"));
+            }
         }
         Ok(s)
     }
