@@ -183,18 +183,24 @@ fn assert_held(
     assert!(mount_dev(staging).is_none());
 }
 
+/// Two node plugins of one cluster: `node-a` (`--mode all`, client.csi) and `node-b` (`--mode
+/// node`, its own cephx user, A's key store), with their views of the kernel's mappings.
+fn two_nodes(c: &'static CephCluster) -> (Rig, Rig, Images, Images) {
+    let (conf_b, _) = c.add_client(CLIENT_B).unwrap();
+    let a = plugin("node-a", "all", &c.conf(), CLIENT_ID, None);
+    let b = plugin("node-b", "node", &conf_b, CLIENT_B, Some(a.key_dir()));
+    (a, b, Images::new(c, CLIENT_ID), Images::new(c, CLIENT_B))
+}
+
 #[test]
 fn vm_rbd_two_nodes_never_write_one_volume() {
     require_privileged!();
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let c = ceph();
-    let (conf_b, _) = c.add_client(CLIENT_B).unwrap();
     let (bao, token) = bao();
     let secrets = token_secrets(&token);
     let _unmap = Unmap;
-    let mut a = plugin("node-a", "all", &c.conf(), CLIENT_ID, None);
-    let mut b = plugin("node-b", "node", &conf_b, CLIENT_B, Some(a.key_dir()));
-    let (on_a, on_b) = (Images::new(c, CLIENT_ID), Images::new(c, CLIENT_B));
+    let (mut a, mut b, on_a, on_b) = two_nodes(c);
     let ext4 = cap(false, "ext4");
 
     let v = a
@@ -263,11 +269,8 @@ fn vm_rbd_a_dead_holder_is_released_by_the_operator_only() {
     require_privileged!();
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let c = ceph();
-    let (conf_b, _) = c.add_client(CLIENT_B).unwrap();
     let _unmap = Unmap;
-    let mut a = plugin("node-a", "all", &c.conf(), CLIENT_ID, None);
-    let mut b = plugin("node-b", "node", &conf_b, CLIENT_B, Some(a.key_dir()));
-    let on_a = Images::new(c, CLIENT_ID);
+    let (mut a, mut b, on_a, _) = two_nodes(c);
     let ext4 = cap(false, "ext4");
     let none = HashMap::new();
     // Plain: the dead node's dm-crypt mapping would share its name with the next node's on
