@@ -4,7 +4,8 @@
 //! rules (missing, not a DNS label, no such pool: INVALID_ARGUMENT naming it), ListVolumes (only
 //! the driver's images, paged), GetCapacity from the pool, ControllerExpandVolume (grows, never
 //! shrinks), DeleteVolume (gone, repeatable, unknown IDs OK, an image in use refused with
-//! nothing removed) and a stopped monitor (UNAVAILABLE within the bound, then back).
+//! nothing removed), a stopped monitor (UNAVAILABLE within the bound, then back) and a pool at
+//! its quota (RESOURCE_EXHAUSTED, nothing made).
 //!
 //! Without the Ceph binaries the tests skip with a message; with `CI=true` that is a failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -27,7 +28,7 @@ const MIB: i64 = 1 << 20;
 /// The driver's `--ceph-timeout`.
 const CEPH_TIMEOUT_S: u64 = 3;
 
-/// Tests take it shared; the one that stops the monitor takes it exclusively.
+/// Tests take it shared; the ones that stop the monitor or fill the pool take it exclusively.
 static MON: RwLock<()> = RwLock::new(());
 
 struct Driver {
@@ -484,4 +485,86 @@ fn a_stopped_monitor_is_unavailable_within_the_bound_and_then_back() {
     };
     cap(d).unwrap();
     fresh.delete(&v.volume_id).unwrap();
+}
+
+/// The pool's flags as the monitor shows them (`hashpspool,full_quota,full`).
+fn pool_flags(c: &CephCluster) -> String {
+    let out = c
+        .mon_command(r#"{"prefix":"osd pool ls","detail":"detail","format":"json"}"#)
+        .unwrap();
+    let pools: serde_json::Value = serde_json::from_str(&out).unwrap();
+    pools
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pool_name"] == POOL)
+        .map(|p| p["flags_names"].as_str().unwrap_or("").to_owned())
+        .unwrap()
+}
+
+/// Waits (the monitor looks at quotas on its tick, every few seconds) until the pool's
+/// `full_quota` flag is `set` or cleared.
+fn wait_full_quota(c: &CephCluster, set: bool) {
+    let t = Instant::now();
+    loop {
+        let flags = pool_flags(c);
+        if flags.split(',').any(|f| f == "full_quota") == set {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(90),
+            "pool flags still {flags:?} after {:?} (want full_quota {set})",
+            t.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// A pool at its quota takes no writes: Ceph holds them (it does not fail them) until there is
+/// room. CreateVolume of a new volume is then RESOURCE_EXHAUSTED at once, naming the pool, and
+/// nothing is made; a repeated CreateVolume of a volume made before is still OK; GetCapacity is
+/// 0. With the quota lifted, creation works again.
+#[test]
+fn a_full_pool_is_resource_exhausted_and_nothing_is_made() {
+    let Some((c, d)) = driver() else { return };
+    // Exclusive: the other tests write to the pool too.
+    let _g = MON.write().unwrap_or_else(|p| p.into_inner());
+    let made = name("before-full");
+    let v = d.create(create_req(&made, 8 * MIB, in_pool(&[]))).unwrap();
+    let quota = |objects: u64| {
+        c.mon_command(&format!(
+            r#"{{"prefix":"osd pool set-quota","pool":"{POOL}","field":"max_objects","val":"{objects}"}}"#
+        ))
+        .unwrap();
+    };
+    quota(1);
+    wait_full_quota(c, true);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let n = name("on-full");
+        let e = d.create(create_req(&n, 8 * MIB, in_pool(&[]))).unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+        assert!(e.message().contains("pool rbd is full"), "{e:?}");
+        assert!(e.message().contains("quota"), "{e:?}");
+        assert_eq!(image_size(c, &n), None, "nothing was created");
+        let again = d.create(create_req(&made, 8 * MIB, in_pool(&[]))).unwrap();
+        assert_eq!(again.volume_id, v.volume_id);
+        let avail =
+            d.rt.block_on(d.ctl().get_capacity(proto::GetCapacityRequest {
+                parameters: in_pool(&[]),
+                ..Default::default()
+            }))
+            .unwrap()
+            .into_inner()
+            .available_capacity;
+        assert_eq!(avail, 0);
+    }));
+    quota(0);
+    wait_full_quota(c, false);
+    if let Err(p) = result {
+        std::panic::resume_unwind(p);
+    }
+    let n = name("after-full");
+    let w = d.create(create_req(&n, 8 * MIB, in_pool(&[]))).unwrap();
+    d.delete(&w.volume_id).unwrap();
+    d.delete(&v.volume_id).unwrap();
 }

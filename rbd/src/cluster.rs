@@ -274,6 +274,33 @@ impl Cluster {
         })
     }
 
+    /// Why writes to `pool` are stopped, if they are: the monitor's pool flags (`ceph osd pool
+    /// ls detail`) name `full_quota` when the pool reached its quota (bytes or objects) and
+    /// `full` when an OSD it lives on passed the full ratio. Ceph does not fail a write to a
+    /// full pool, it holds it until the pool has room again (the kernel client as well, unless
+    /// mapped with `abort_on_full`): ask before writing anything that must finish in a bounded
+    /// time. `None`: the pool takes writes. [`ErrorKind::NotFound`] if there is no such pool.
+    pub fn pool_full(&self, pool: &str) -> Result<Option<PoolFull>> {
+        let op = format!("flags of pool {pool}");
+        let pools = self.mon_json(
+            &op,
+            &serde_json::json!({"prefix": "osd pool ls", "detail": "detail", "format": "json"}),
+        )?;
+        let entry = pools
+            .as_array()
+            .and_then(|all| {
+                all.iter()
+                    .find(|p| p.get("pool_name").and_then(|n| n.as_str()) == Some(pool))
+            })
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, op.clone(), "no such pool"))?;
+        Ok(parse_full_flags(
+            entry
+                .get("flags_names")
+                .and_then(|f| f.as_str())
+                .unwrap_or(""),
+        ))
+    }
+
     /// Blocklists a client address (as a watcher or locker list shows it, `10.0.0.1:0/123456`)
     /// on every OSD, for `expire` (`None`: the cluster's default, an hour). After this the
     /// client can no longer write anything: the fence before breaking a dead client's lock.
@@ -288,6 +315,37 @@ impl Cluster {
         self.handle
             .blocklist_add(&c, secs)
             .map_err(|e| Error::errno(format!("blocklist {addr}"), e))
+    }
+}
+
+/// Why a pool takes no writes ([`Cluster::pool_full`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolFull {
+    /// The pool reached its byte or object quota (`ceph osd pool set-quota`).
+    Quota,
+    /// An OSD of the pool is past the cluster's full ratio.
+    Cluster,
+}
+
+impl std::fmt::Display for PoolFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PoolFull::Quota => "the pool reached its quota",
+            PoolFull::Cluster => "the cluster's OSDs are full",
+        })
+    }
+}
+
+/// The full state from a pool's `flags_names` (`hashpspool,full_quota,full`); `nearfull` and
+/// `backfillfull` still take writes.
+fn parse_full_flags(flags: &str) -> Option<PoolFull> {
+    let names: Vec<&str> = flags.split(',').map(str::trim).collect();
+    if names.contains(&"full_quota") {
+        Some(PoolFull::Quota)
+    } else if names.contains(&"full") {
+        Some(PoolFull::Cluster)
+    } else {
+        None
     }
 }
 
@@ -400,5 +458,23 @@ impl Pool {
             bytes: s.bytes,
             objects: s.objects,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_full_and_full_quota_stop_writes() {
+        assert_eq!(parse_full_flags(""), None);
+        assert_eq!(parse_full_flags("hashpspool"), None);
+        assert_eq!(parse_full_flags("hashpspool,nearfull,backfillfull"), None);
+        assert_eq!(parse_full_flags("hashpspool,full"), Some(PoolFull::Cluster));
+        assert_eq!(
+            parse_full_flags("hashpspool,full_quota,full"),
+            Some(PoolFull::Quota)
+        );
+        assert_eq!(parse_full_flags("full_quota"), Some(PoolFull::Quota));
     }
 }

@@ -69,7 +69,7 @@ mod krbd;
 mod sys;
 
 pub use cluster::{
-    Cluster, ClusterStats, ConnectOptions, DEFAULT_ORDER, Pool, PoolStats, PoolUsage,
+    Cluster, ClusterStats, ConnectOptions, DEFAULT_ORDER, Pool, PoolFull, PoolStats, PoolUsage,
 };
 pub use conf::{CephConf, CephxKey, ClientId, msgr1_mon_addrs};
 pub use error::{Error, ErrorKind, Result};

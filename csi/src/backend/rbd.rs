@@ -250,6 +250,13 @@ impl RbdBackend {
             ))
         })?;
         let pool = self.pool_for_create(pool_name)?;
+        if let Some(why) = self.cluster()?.pool_full(pool_name)? {
+            // A repeated CreateVolume of a volume made before the pool filled is still OK.
+            if let Some(v) = self.read(id)? {
+                return Ok(v);
+            }
+            return Err(full(pool_name, why, "nothing was created"));
+        }
         match pool.create_image(image, capacity) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::Exists => {
@@ -371,6 +378,9 @@ impl RbdBackend {
                 "parameter {PARAM_POOL}: pool {pool:?} does not exist"
             )));
         }
+        if c.pool_full(pool)?.is_some() {
+            return Ok(0);
+        }
         Ok(c.pool_usage(pool)?.available)
     }
 
@@ -393,6 +403,11 @@ impl RbdBackend {
         let others = img.holders()?.others(None);
         if !others.is_empty() {
             return Err(held(pool, image, &others));
+        }
+        // Mapped on a full pool, the first write (a header, mkfs, a journal replay) would wait
+        // in the kernel until the pool has room, past every deadline and unkillable.
+        if let Some(why) = c.pool_full(pool)? {
+            return Err(full(pool, why, "nothing was mapped"));
         }
         let key = CephxKey::from_keyring_file(&self.inner.keyring, &self.inner.client)?;
         let mapping = self.inner.krbd.map(&rbd::MapRequest {
@@ -536,6 +551,16 @@ fn in_use(pool: &str, image: &str, holders: &[String]) -> Error {
          nothing was removed",
         holders.join(", ")
     ))
+}
+
+fn full(pool: &str, why: rbd::PoolFull, what: &str) -> Error {
+    Error::new(
+        Kind::ResourceExhausted,
+        format!(
+            "pool {pool} is full ({why}): Ceph holds every write to it until it has room, so \
+             {what}; free space in the pool or raise its quota (ceph osd pool set-quota)"
+        ),
+    )
 }
 
 fn held(pool: &str, image: &str, holders: &[String]) -> Error {
