@@ -38,7 +38,8 @@ const BINARIES: &[&str] = &["ceph-mon", "ceph-mgr", "ceph-osd", "monmaptool", "r
 pub const CLIENT_ID: &str = "csi";
 /// The pool made for images.
 pub const POOL: &str = "rbd";
-/// The OSD's memstore size.
+/// The OSD's memstore size (of [`CephCluster::start`] and `shared`; [`CephCluster::start_sized`]
+/// takes another).
 pub const OSD_BYTES: u64 = 1 << 30;
 
 /// A running cluster (see the module docs).
@@ -50,6 +51,7 @@ pub struct CephCluster {
     reaper: Mutex<Option<(Child, ChildStdin)>>,
     admin: OnceLock<rbd::Cluster>,
     started_in: Duration,
+    osd_bytes: u64,
 }
 
 #[derive(Default)]
@@ -200,6 +202,13 @@ impl CephCluster {
 
     /// Starts a new cluster, with the manager or without it (then without waiting for `ceph df`).
     pub fn start_with(mgr: bool) -> Result<Self, String> {
+        Self::start_sized(mgr, OSD_BYTES)
+    }
+
+    /// Like [`CephCluster::start_with`], with an OSD of `osd_bytes` (memstore: the data lives in
+    /// the OSD's memory, and a full OSD holds every write until there is room, so size it for
+    /// what the run writes).
+    pub fn start_sized(mgr: bool, osd_bytes: u64) -> Result<Self, String> {
         let t0 = Instant::now();
         let dir = tempfile::Builder::new()
             .prefix("ceph-test-")
@@ -218,6 +227,7 @@ impl CephCluster {
             reaper: Mutex::new(None),
             admin: OnceLock::new(),
             started_in: Duration::ZERO,
+            osd_bytes,
         };
         c.start_reaper()?;
         let phases = c.bootstrap(t0, mgr)?;
@@ -406,6 +416,7 @@ impl CephCluster {
     /// and thread, `osd_open_classes_on_start = false`.
     fn write_confs(&self, fsid: &str) -> Result<(), String> {
         let d = self.dir().display().to_string();
+        let osd_bytes = self.osd_bytes;
         let common = format!(
             "fsid = {fsid}\nmon_host = {mon}\nauth_cluster_required = cephx\n\
              auth_service_required = cephx\nauth_client_required = cephx\n\
@@ -419,7 +430,7 @@ impl CephCluster {
              osd_pool_default_size = 1\nosd_pool_default_min_size = 1\n\
              mon_allow_pool_size_one = true\nmon_warn_on_pool_no_redundancy = false\n\
              mon_data_avail_warn = 1\nmon_data_avail_crit = 0\nosd_objectstore = memstore\n\
-             memstore_device_bytes = {OSD_BYTES}\nosd_data = {d}/osd$id\nmon_data = {d}/mon\n\
+             memstore_device_bytes = {osd_bytes}\nosd_data = {d}/osd$id\nmon_data = {d}/mon\n\
              mgr_data = {d}/mgr\nosd_crush_chooseleaf_type = 0\n\
              osd_crush_update_on_start = false\nauth_allow_insecure_global_id_reclaim = false\n\
              mgr_stats_period = 1\nmon_osd_reporter_subtree_level = osd\n\

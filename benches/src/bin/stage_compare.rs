@@ -617,6 +617,9 @@ struct Scale {
     kms: BTreeMap<String, u64>,
 }
 
+/// How long the scale part waits for one call of many at once.
+const CALL_LIMIT: Duration = Duration::from_secs(300);
+
 enum Op {
     Stage,
     Unstage,
@@ -654,7 +657,17 @@ impl Bench {
                         Box::pin(async move { c.node_unstage_volume(req).await.map(|_| ()) })
                     }
                 };
-                tasks.push(tokio::spawn(fut));
+                // A call that never returns (a write held by a full pool, a hung device) is a
+                // failure of the run, not a run that never ends.
+                tasks.push(tokio::spawn(async move {
+                    match tokio::time::timeout(CALL_LIMIT, fut).await {
+                        Ok(r) => r,
+                        Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+                            "no answer within {} s",
+                            CALL_LIMIT.as_secs()
+                        ))),
+                    }
+                }));
             }
             let mut out = Vec::new();
             for t in tasks {
@@ -815,7 +828,12 @@ fn main() -> Result<()> {
     let (bao, token) = testkit::plugin::bao();
     let metrics = format!("127.0.0.1:{}", peers::free_port());
     let ceph = if opts.rbd {
-        Some(CephCluster::start_with(false).map_err(|e| anyhow::anyhow!("Ceph: {e}"))?)
+        // Every encrypted volume of the scale part keeps its LUKS2 header area (16 MiB) and
+        // ext4's metadata and inode tables (zeroed by the kernel after mount: about 20 MiB for
+        // 1 GiB) on the OSD: 64 MiB each and 1 GiB for the rest. A full memstore OSD would hold
+        // the stages' writes forever.
+        let osd_bytes = (1u64 << 30) + (opts.scale as u64) * (64 << 20);
+        Some(CephCluster::start_sized(false, osd_bytes).map_err(|e| anyhow::anyhow!("Ceph: {e}"))?)
     } else {
         None
     };
