@@ -76,7 +76,7 @@ fi
 step "the driver, all-in-one: serve --mode all ${backend_args[*]} --key-store dir:..."
 sock="unix://$work/csi.sock"
 "$drv" serve --endpoint "$sock" --node-id quickstart-node --mode all \
-  "${backend_args[@]}" --key-store "dir:$work/keys" 2>"$work/driver.log" &
+  --kubelet-dir "$work" "${backend_args[@]}" --key-store "dir:$work/keys" 2>"$work/driver.log" &
 pids+=($!)
 for _ in $(seq 1 300); do [ -S "$work/csi.sock" ] && break; sleep 0.1; done
 c() { "$drv" client --endpoint "$sock" "$@"; }

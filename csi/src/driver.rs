@@ -10,6 +10,7 @@ use crate::crypt::keys::{KeyWrapper, KmsKeys};
 use crate::crypt::mapper::{DmMapper, Mapper};
 use crate::error::Result;
 use crate::host::mount::Mounter;
+use crate::host::paths::PathRules;
 use crate::keystore::KeyStore;
 use crate::locks::VolumeLocks;
 
@@ -134,6 +135,8 @@ pub struct Driver {
     pub hooks: Arc<dyn StageHooks>,
     /// One operation per volume.
     pub locks: VolumeLocks,
+    /// Where node requests' paths may lie (kubelet's directory).
+    pub paths: PathRules,
 }
 
 /// The topology key of this driver's node-local volumes: the node's ID.
@@ -168,7 +171,14 @@ impl Driver {
             keys: Arc::new(KmsKeys),
             hooks: Arc::new(NoHooks),
             locks: VolumeLocks::default(),
+            paths: PathRules::default(),
         }
+    }
+
+    /// Replaces the directories node requests' paths must lie in.
+    pub fn with_paths(mut self, paths: PathRules) -> Self {
+        self.paths = paths;
+        self
     }
 
     /// Replaces device-mapper.

@@ -43,6 +43,8 @@ fn start() -> Driver {
         .arg("--endpoint")
         .arg(format!("unix://{}", sock.display()))
         .args(["--node-id", "authority-node", "--driver-name", DRIVER_NAME])
+        .arg("--kubelet-dir")
+        .arg(std::env::temp_dir())
         .arg("--backend")
         .arg(format!("local:{}", dir.path().join("volumes").display()))
         .arg("--key-store")

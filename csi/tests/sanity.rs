@@ -39,6 +39,8 @@ fn start() -> Driver {
         .arg("--endpoint")
         .arg(format!("unix://{}", sock.display()))
         .args(["--node-id", "sanity-node"])
+        .arg("--kubelet-dir")
+        .arg(std::env::temp_dir())
         .arg("--backend")
         .arg(format!("local:{}", dir.path().join("volumes").display()))
         .arg("--key-store")
@@ -485,6 +487,53 @@ fn node_calls_need_their_fields_and_a_known_volume() {
         Code::InvalidArgument
     );
 
+    // Paths outside kubelet's directory (`--kubelet-dir`, here the temp directory), relative
+    // ones and ones that climb out with `..` are refused before anything is looked at.
+    let tmp = std::env::temp_dir().display().to_string();
+    let inside = format!("{tmp}/onmetal-sanity-s");
+    for p in [
+        "/etc/onmetal".to_owned(),
+        "relative/s".to_owned(),
+        format!("{tmp}/../etc/onmetal"),
+        "/".to_owned(),
+    ] {
+        assert_eq!(
+            code(rt.block_on(n.node_stage_volume(stage("pvc-x", &p, Some(mount_cap()))))),
+            Code::InvalidArgument,
+            "stage {p}"
+        );
+        assert_eq!(
+            code(rt.block_on(n.node_unstage_volume(unstage("pvc-x", &p)))),
+            Code::InvalidArgument,
+            "unstage {p}"
+        );
+        assert_eq!(
+            code(rt.block_on(n.node_publish_volume(publish(
+                "pvc-x",
+                &inside,
+                &p,
+                Some(mount_cap())
+            )))),
+            Code::InvalidArgument,
+            "publish to {p}"
+        );
+        assert_eq!(
+            code(rt.block_on(n.node_publish_volume(publish(
+                "pvc-x",
+                &p,
+                &inside,
+                Some(mount_cap())
+            )))),
+            Code::InvalidArgument,
+            "publish from {p}"
+        );
+        assert_eq!(
+            code(rt.block_on(n.node_unpublish_volume(unpublish("pvc-x", &p)))),
+            Code::InvalidArgument,
+            "unpublish {p}"
+        );
+    }
+
     let stats = |id: &str, p: &str| proto::NodeGetVolumeStatsRequest {
         volume_id: id.into(),
         volume_path: p.into(),
@@ -500,6 +549,11 @@ fn node_calls_need_their_fields_and_a_known_volume() {
     );
     assert_eq!(
         code(rt.block_on(n.node_get_volume_stats(stats("pvc-x", "/nonexistent/path")))),
+        Code::NotFound
+    );
+    // The sanity suite's own "volume not found" request.
+    assert_eq!(
+        code(rt.block_on(n.node_get_volume_stats(stats("pvc-x", "some/path")))),
         Code::NotFound
     );
 

@@ -152,6 +152,8 @@ impl Rig {
             .arg("--endpoint")
             .arg(format!("unix://{}", self.sock().display()))
             .args(["--node-id", &self.setup.node_id, "--mode", &self.setup.mode])
+            .arg("--kubelet-dir")
+            .arg(self.dir.path())
             .arg("--backend");
         match &self.setup.backend {
             Some(b) => cmd.args(b),

@@ -2,6 +2,7 @@
 //! ([`crate::rpc::server::serve`]).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
@@ -51,6 +52,10 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics on HOST:PORT (/metrics).
     #[arg(long)]
     metrics_address: Option<SocketAddr>,
+    /// kubelet's directory: node requests' staging, target and volume paths must lie under it
+    /// (anything else is refused). Repeat for more than one.
+    #[arg(long = "kubelet-dir", value_name = "DIR", default_value = crate::host::paths::DEFAULT_KUBELET_DIR)]
+    kubelet_dirs: Vec<PathBuf>,
 }
 
 /// Keeps the keys in this process's memory out of core dumps and away from other processes
@@ -73,6 +78,12 @@ pub fn harden_process() -> Result<()> {
 /// Builds the driver from the flags and serves until a signal.
 pub fn run(a: ServeArgs) -> Result<()> {
     harden_process()?;
+    if let Some(d) = a.kubelet_dirs.iter().find(|d| !d.is_absolute()) {
+        return Err(Error::invalid(format!(
+            "--kubelet-dir {}: not an absolute path",
+            d.display()
+        )));
+    }
     let backend: Arc<dyn crate::backend::Backend> =
         Arc::from(crate::backend::open(&a.backend, &a.ceph.config())?);
     let rt = runtime(Runtime::Server)?;
@@ -89,7 +100,8 @@ pub fn run(a: ServeArgs) -> Result<()> {
         store,
         Arc::new(SystemMounter),
     )
-    .with_hooks(crash_points_from_env());
+    .with_hooks(crash_points_from_env())
+    .with_paths(crate::host::paths::PathRules::new(a.kubelet_dirs));
     rt.block_on(crate::rpc::server::serve(
         driver,
         &a.endpoint,

@@ -1,9 +1,15 @@
 //! Running host commands and blocking work (device I/O, KDFs, ioctls, `flock` waits) off the
 //! async runtime.
 
-use std::process::Command;
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Result};
+
+/// How long a host command (mkfs, resize2fs, xfs_growfs) may run before it is killed: far more
+/// than a lazy mkfs or an online resize of a large volume takes, far less than forever.
+pub const COMMAND_BOUND: Duration = Duration::from_secs(600);
 
 /// Runs blocking work on the runtime's blocking pool, never on a worker thread: 50 concurrent
 /// stages must not park the two workers.
@@ -15,13 +21,66 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(|e| Error::internal(format!("worker thread failed: {e}")))?
 }
 
-/// Runs a command, returns its stdout; a failure names the command and its stderr.
+/// Runs a command, returns its stdout; a failure names the command and its stderr. Bounded by
+/// [`COMMAND_BOUND`].
 pub fn run(cmd: &mut Command) -> Result<String> {
+    run_bounded(cmd, COMMAND_BOUND)
+}
+
+/// Like [`run`], killing the command (UNAVAILABLE) when it has not finished within `bound`.
+pub fn run_bounded(cmd: &mut Command, bound: Duration) -> Result<String> {
     let what = format!("{:?}", cmd.get_program());
-    let out = cmd.output().map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::internal(format!("{what} is not installed: {e}")),
-        _ => Error::io(format!("running {what}"), e),
-    })?;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                Error::internal(format!("{what} is not installed: {e}"))
+            }
+            _ => Error::io(format!("running {what}"), e),
+        })?;
+    // The pipes are drained beside the wait, so a chatty command never blocks on a full pipe.
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out_t = drain(child.stdout.take().map(|s| Box::new(s) as _));
+    let err_t = drain(child.stderr.take().map(|s| Box::new(s) as _));
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    let status = loop {
+        if let Some(st) = child
+            .try_wait()
+            .map_err(|e| Error::io(format!("waiting for {what}"), e))?
+        {
+            break st;
+        }
+        if start.elapsed() >= bound {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Error::new(
+                Kind::Unavailable,
+                format!(
+                    "{what} did not finish within {} s and was killed (a hung device?)",
+                    bound.as_secs_f64()
+                ),
+            ));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    };
+    let out = std::process::Output {
+        status,
+        stdout: out_t.join().unwrap_or_default(),
+        stderr: err_t.join().unwrap_or_default(),
+    };
     if !out.status.success() {
         return Err(Error::internal(format!(
             "{what} {} failed ({}): {}",
@@ -34,4 +93,26 @@ pub fn run(cmd: &mut Command) -> Result<String> {
         )));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_past_its_bound_is_killed_and_unavailable() {
+        let e =
+            run_bounded(Command::new("sleep").arg("30"), Duration::from_millis(50)).unwrap_err();
+        assert_eq!(e.kind(), Kind::Unavailable, "{e}");
+        assert!(e.message().contains("did not finish"), "{e}");
+    }
+
+    #[test]
+    fn output_and_failures_as_before() {
+        let out = run(Command::new("sh").args(["-c", "echo out; echo err >&2"])).unwrap();
+        assert_eq!(out, "out\n");
+        let e = run(Command::new("sh").args(["-c", "echo bad >&2; exit 3"])).unwrap_err();
+        assert!(e.message().contains("bad"), "{e}");
+        assert!(e.message().contains("exit status: 3"), "{e}");
+    }
 }

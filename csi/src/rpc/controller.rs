@@ -83,9 +83,12 @@ impl Controller for ControllerService {
         let d = Arc::clone(&self.driver);
         let lock_name = format!("create/{}", r.name);
         call("CreateVolume", &r.name.clone(), async move {
-            let _guard = d.locks.try_lock(&lock_name)?;
+            let locks = d.locks.clone();
+            let volume = locks
+                .run(&lock_name, async move { create(&d, &r).await })
+                .await?;
             Ok(proto::CreateVolumeResponse {
-                volume: Some(create(&d, &r).await?),
+                volume: Some(volume),
             })
         })
         .await
@@ -100,8 +103,10 @@ impl Controller for ControllerService {
         drop(SecretMap::take(&mut r.secrets));
         let d = Arc::clone(&self.driver);
         call("DeleteVolume", &r.volume_id.clone(), async move {
-            let _guard = d.locks.try_lock(&r.volume_id)?;
-            delete(&d, &r.volume_id).await?;
+            let (locks, id) = (d.locks.clone(), r.volume_id.clone());
+            locks
+                .run(&id, async move { delete(&d, &r.volume_id).await })
+                .await?;
             Ok(proto::DeleteVolumeResponse {})
         })
         .await
@@ -258,17 +263,23 @@ impl Controller for ControllerService {
                 .capacity_range
                 .as_ref()
                 .ok_or_else(|| Error::invalid("capacity_range is required"))?;
-            let _guard = d.locks.try_lock(id.as_str())?;
-            let vol = d
-                .backend
-                .get(&id)
-                .await?
-                .ok_or_else(|| Error::not_found(format!("volume {id} does not exist")))?;
-            let encrypted = VolumeParams::parse(&vol.parameters)
-                .map(|p| p.encryption.is_some())
-                .unwrap_or(false);
-            let size = size_for(Some(range), encrypted)?;
-            let capacity = d.backend.expand(&id, size).await?;
+            let range = *range;
+            let locks = d.locks.clone();
+            let capacity = locks
+                .run(id.as_str(), {
+                    let id = id.clone();
+                    async move {
+                        let vol = d.backend.get(&id).await?.ok_or_else(|| {
+                            Error::not_found(format!("volume {id} does not exist"))
+                        })?;
+                        let encrypted = VolumeParams::parse(&vol.parameters)
+                            .map(|p| p.encryption.is_some())
+                            .unwrap_or(false);
+                        let size = size_for(Some(&range), encrypted)?;
+                        d.backend.expand(&id, size).await
+                    }
+                })
+                .await?;
             info!(volume_id = %id, bytes = capacity, "expanded backing volume");
             Ok(proto::ControllerExpandVolumeResponse {
                 capacity_bytes: i64::try_from(capacity).unwrap_or(i64::MAX),

@@ -1,7 +1,6 @@
 //! The gRPC node service: thin handlers that check the request, take the volume's lock and
 //! call one node operation ([`crate::node`]).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
@@ -42,23 +41,33 @@ impl Node for NodeService {
         let d = Arc::clone(&self.driver);
         call("NodeStageVolume", &r.volume_id.clone(), async move {
             let id = VolumeId::parse(required(&r.volume_id, "volume_id")?)?;
-            let staging = PathBuf::from(required(&r.staging_target_path, "staging_target_path")?);
+            let staging = d.paths.check(
+                "staging_target_path",
+                required(&r.staging_target_path, "staging_target_path")?,
+            )?;
             let cap = r
                 .volume_capability
                 .as_ref()
                 .ok_or_else(|| Error::invalid("volume_capability is required"))?;
             let access = Access::parse(cap)?;
             let params = VolumeParams::parse(&r.volume_context)?;
-            let _guard = d.locks.try_lock(id.as_str())?;
-            stage(
-                &d,
-                &id,
-                &staging,
-                &access,
-                params.encryption.as_ref(),
-                &secrets,
-            )
-            .await?;
+            let locks = d.locks.clone();
+            locks
+                .run(id.as_str(), {
+                    let id = id.clone();
+                    async move {
+                        stage(
+                            &d,
+                            &id,
+                            &staging,
+                            &access,
+                            params.encryption.as_ref(),
+                            &secrets,
+                        )
+                        .await
+                    }
+                })
+                .await?;
             Ok(proto::NodeStageVolumeResponse {})
         })
         .await
@@ -72,9 +81,17 @@ impl Node for NodeService {
         let d = Arc::clone(&self.driver);
         call("NodeUnstageVolume", &r.volume_id.clone(), async move {
             let id = VolumeId::parse(required(&r.volume_id, "volume_id")?)?;
-            let staging = PathBuf::from(required(&r.staging_target_path, "staging_target_path")?);
-            let _guard = d.locks.try_lock(id.as_str())?;
-            unstage(&d, &id, &staging).await?;
+            let staging = d.paths.check(
+                "staging_target_path",
+                required(&r.staging_target_path, "staging_target_path")?,
+            )?;
+            let locks = d.locks.clone();
+            locks
+                .run(id.as_str(), {
+                    let id = id.clone();
+                    async move { unstage(&d, &id, &staging).await }
+                })
+                .await?;
             Ok(proto::NodeUnstageVolumeResponse {})
         })
         .await
@@ -88,16 +105,26 @@ impl Node for NodeService {
         let d = Arc::clone(&self.driver);
         call("NodePublishVolume", &r.volume_id.clone(), async move {
             let id = VolumeId::parse(required(&r.volume_id, "volume_id")?)?;
-            let staging = PathBuf::from(required(&r.staging_target_path, "staging_target_path")?);
-            let target = PathBuf::from(required(&r.target_path, "target_path")?);
+            let staging = d.paths.check(
+                "staging_target_path",
+                required(&r.staging_target_path, "staging_target_path")?,
+            )?;
+            let target = d
+                .paths
+                .check("target_path", required(&r.target_path, "target_path")?)?;
             let cap = r
                 .volume_capability
                 .as_ref()
                 .ok_or_else(|| Error::invalid("volume_capability is required"))?;
             let access = Access::parse(cap)?;
             let read_only = r.readonly || Access::read_only_mode(cap);
-            let _guard = d.locks.try_lock(id.as_str())?;
-            publish(&d, &id, &staging, &target, &access, read_only).await?;
+            let locks = d.locks.clone();
+            locks
+                .run(id.as_str(), {
+                    let id = id.clone();
+                    async move { publish(&d, &id, &staging, &target, &access, read_only).await }
+                })
+                .await?;
             Ok(proto::NodePublishVolumeResponse {})
         })
         .await
@@ -111,9 +138,16 @@ impl Node for NodeService {
         let d = Arc::clone(&self.driver);
         call("NodeUnpublishVolume", &r.volume_id.clone(), async move {
             let id = VolumeId::parse(required(&r.volume_id, "volume_id")?)?;
-            let target = PathBuf::from(required(&r.target_path, "target_path")?);
-            let _guard = d.locks.try_lock(id.as_str())?;
-            unpublish(&d, &id, &target).await?;
+            let target = d
+                .paths
+                .check("target_path", required(&r.target_path, "target_path")?)?;
+            let locks = d.locks.clone();
+            locks
+                .run(id.as_str(), {
+                    let id = id.clone();
+                    async move { unpublish(&d, &id, &target).await }
+                })
+                .await?;
             Ok(proto::NodeUnpublishVolumeResponse {})
         })
         .await
@@ -127,7 +161,9 @@ impl Node for NodeService {
         let d = Arc::clone(&self.driver);
         call("NodeGetVolumeStats", &r.volume_id.clone(), async move {
             let id = VolumeId::parse(required(&r.volume_id, "volume_id")?)?;
-            let path = PathBuf::from(required(&r.volume_path, "volume_path")?);
+            let path = d
+                .paths
+                .locate("volume_path", required(&r.volume_path, "volume_path")?)?;
             stats(&d, &id, &path).await
         })
         .await
@@ -143,9 +179,16 @@ impl Node for NodeService {
         let d = Arc::clone(&self.driver);
         call("NodeExpandVolume", &r.volume_id.clone(), async move {
             let id = VolumeId::parse(required(&r.volume_id, "volume_id")?)?;
-            let path = PathBuf::from(required(&r.volume_path, "volume_path")?);
-            let _guard = d.locks.try_lock(id.as_str())?;
-            let capacity_bytes = expand(&d, &id, &path).await?;
+            let path = d
+                .paths
+                .locate("volume_path", required(&r.volume_path, "volume_path")?)?;
+            let locks = d.locks.clone();
+            let capacity_bytes = locks
+                .run(id.as_str(), {
+                    let id = id.clone();
+                    async move { expand(&d, &id, &path).await }
+                })
+                .await?;
             Ok(proto::NodeExpandVolumeResponse {
                 capacity_bytes: i64::try_from(capacity_bytes).unwrap_or(i64::MAX),
             })

@@ -14,7 +14,7 @@ mod mounter;
 mod rig;
 
 pub use backend::FileBackend;
-pub use hooks::{FailAt, Failure};
+pub use hooks::{FailAt, Failure, Gate};
 pub use kms::FakeKms;
 pub use mapper::FakeMapper;
 pub use mounter::RecordingMounter;

@@ -51,7 +51,15 @@ impl StageRig {
         let mounter = Arc::new(RecordingMounter::new());
         let kms = Arc::new(FakeKms::new());
         let store = Arc::new(DirStore::open(dir.path().join("keys")).unwrap());
-        let driver = build(&backend, &store, &mounter, &mapper, &kms, Arc::new(NoHooks));
+        let driver = build(
+            dir.path(),
+            &backend,
+            &store,
+            &mounter,
+            &mapper,
+            &kms,
+            Arc::new(NoHooks),
+        );
         StageRig {
             backend,
             mapper,
@@ -66,6 +74,7 @@ impl StageRig {
     /// A driver over the rig's parts with `hooks`.
     pub fn driver_with(&self, hooks: Arc<dyn StageHooks>) -> Arc<Driver> {
         build(
+            self.dir.path(),
             &self.backend,
             &self.store,
             &self.mounter,
@@ -181,7 +190,9 @@ impl StageRig {
     }
 }
 
+/// The rig's directory stands for kubelet's: the node requests' paths lie in it.
 fn build(
+    dir: &std::path::Path,
     backend: &Arc<FileBackend>,
     store: &Arc<DirStore>,
     mounter: &Arc<RecordingMounter>,
@@ -200,6 +211,7 @@ fn build(
         )
         .with_mapper(Arc::clone(mapper) as _)
         .with_keys(Arc::clone(kms) as _)
-        .with_hooks(hooks),
+        .with_hooks(hooks)
+        .with_paths(csi::host::paths::PathRules::new(vec![dir.to_path_buf()])),
     )
 }
