@@ -32,7 +32,6 @@ use crate::driver::Driver;
 use crate::error::{Error, Kind, Result};
 use crate::host::exec::blocking;
 use crate::host::fs::{FsType, probe_fs};
-use crate::host::mount::device_number;
 use crate::host::step::{ms, step};
 use crate::params::Encryption;
 use crate::volume_id::VolumeId;
@@ -178,8 +177,7 @@ async fn mount_staging(
     encrypted: bool,
 ) -> Result<bool> {
     if let Some(m) = d.mounter.mounted(staging)? {
-        let expect = device_number(device)?;
-        if m.dev == expect {
+        if d.mounter.shows(staging, device)? {
             return Ok(false);
         }
         return Err(Error::new(
@@ -241,6 +239,9 @@ async fn mount_staging(
 /// NodeUnstageVolume: unmount the staging path, close the mapping (which drops the key from the
 /// keyring), detach.
 pub async fn unstage(d: &Driver, id: &VolumeId, staging: &Path) -> Result<()> {
+    // Only this volume's staging mount is unmounted: a mount of anything else on the path is
+    // left alone (and the volume stays as it is).
+    our_mount(d, id, staging).await?;
     let (m, st) = (Arc::clone(&d.mounter), staging.to_path_buf());
     blocking(move || m.unmount(&st)).await?;
     let (m, name) = (Arc::clone(&d.mapper), id.dm_name());
@@ -249,6 +250,27 @@ pub async fn unstage(d: &Driver, id: &VolumeId, staging: &Path) -> Result<()> {
     crate::metrics::staged_encrypted(d.mapper.count()?);
     info!("unstaged");
     Ok(())
+}
+
+/// Whether `path` is mounted; a mount there that does not show volume `id` (its mapping or
+/// its device) is FAILED_PRECONDITION, so that nothing of another volume is ever unmounted.
+async fn our_mount(d: &Driver, id: &VolumeId, path: &Path) -> Result<bool> {
+    let Some(m) = d.mounter.mounted(path)? else {
+        return Ok(false);
+    };
+    let ours = match staged_device(d, id).await? {
+        Some(dev) => d.mounter.shows(path, &dev)?,
+        None => false,
+    };
+    if !ours {
+        return Err(Error::precondition(format!(
+            "{} is mounted from {} (device {}), not from volume {id}: nothing unmounted",
+            path.display(),
+            m.source,
+            m.dev
+        )));
+    }
+    Ok(true)
 }
 
 /// The device a staged volume is used through: the mapping (encrypted) or the attached device.

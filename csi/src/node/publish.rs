@@ -4,12 +4,12 @@ use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
-use tracing::info;
+use tracing::{info, warn};
 
-use super::staged_device;
+use super::{our_mount, staged_device};
 use crate::capability::Access;
 use crate::driver::Driver;
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Result};
 use crate::host::exec::blocking;
 use crate::volume_id::VolumeId;
 
@@ -53,7 +53,36 @@ pub async fn publish(
             dev
         }
     };
-    if d.mounter.mounted(target)?.is_some() {
+    if let Some(m) = d.mounter.mounted(target)? {
+        // Published already (a retry): the same source with the same access is OK; anything
+        // else at the target is another publish, left alone.
+        let mounted_ro = m.options.split(',').any(|o| o == "ro");
+        if !d.mounter.shows(target, &source)? {
+            return Err(Error::new(
+                Kind::AlreadyExists,
+                format!(
+                    "{} is already mounted from {} (device {}), not from volume {id}",
+                    target.display(),
+                    m.source,
+                    m.dev
+                ),
+            ));
+        }
+        if mounted_ro != read_only {
+            return Err(Error::new(
+                Kind::AlreadyExists,
+                format!(
+                    "volume {id} is already published at {} {}, not {}",
+                    target.display(),
+                    if mounted_ro {
+                        "read-only"
+                    } else {
+                        "read-write"
+                    },
+                    if read_only { "read-only" } else { "read-write" },
+                ),
+            ));
+        }
         return Ok(());
     }
     let (m, src, tgt) = (Arc::clone(&d.mounter), source.clone(), target.to_path_buf());
@@ -66,17 +95,32 @@ pub async fn publish(
     Ok(())
 }
 
-/// NodeUnpublishVolume: unmount and remove the target path.
+/// NodeUnpublishVolume: unmount this volume's publish at the target path and remove what
+/// publish made there (an empty directory or an empty file). A mount of anything else at the
+/// path is refused and left alone; what is not a mount and not empty is not removed.
 pub async fn unpublish(d: &Driver, id: &VolumeId, target: &Path) -> Result<()> {
-    let (m, tgt) = (Arc::clone(&d.mounter), target.to_path_buf());
-    blocking(move || m.unmount(&tgt)).await?;
-    match fs::symlink_metadata(target) {
-        Ok(meta) if meta.is_dir() => fs::remove_dir(target),
-        Ok(_) => fs::remove_file(target),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+    if our_mount(d, id, target).await? {
+        let (m, tgt) = (Arc::clone(&d.mounter), target.to_path_buf());
+        blocking(move || m.unmount(&tgt)).await?;
+    }
+    let removed = match fs::symlink_metadata(target) {
+        Ok(meta) if meta.is_dir() => match fs::remove_dir(target) {
+            Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => Ok(false),
+            r => r.map(|()| true),
+        },
+        Ok(meta) if meta.is_file() && meta.len() == 0 => fs::remove_file(target).map(|()| true),
+        Ok(_) => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
         Err(e) => Err(e),
     }
     .map_err(|e| Error::io(format!("removing {}", target.display()), e))?;
+    if !removed {
+        warn!(
+            volume = %id,
+            target = %target.display(),
+            "unpublished: the target path holds something this driver did not make; not removed"
+        );
+    }
     info!(volume = %id, target = %target.display(), "unpublished");
     Ok(())
 }

@@ -17,6 +17,8 @@ use csi::{Error, Result};
 #[derive(Debug, Default)]
 pub struct RecordingMounter {
     mounts: Mutex<HashMap<PathBuf, MountInfo>>,
+    /// Per mount point, the device its filesystem is on (a bind inherits its source's).
+    origins: Mutex<HashMap<PathBuf, PathBuf>>,
     mkfs: AtomicUsize,
     fail_mount: AtomicBool,
     fail_mkfs: AtomicBool,
@@ -63,6 +65,14 @@ impl Mounter for RecordingMounter {
         Ok(self.mounts.lock().unwrap().get(target).cloned())
     }
 
+    fn shows(&self, target: &Path, source: &Path) -> Result<bool> {
+        let Some(m) = self.mounts.lock().unwrap().get(target).cloned() else {
+            return Ok(false);
+        };
+        let origin = self.origins.lock().unwrap().get(target).cloned();
+        Ok(Path::new(&m.source) == source || origin.as_deref() == Some(source))
+    }
+
     fn mkfs(&self, device: &Path, fs: FsType) -> Result<()> {
         if self.fail_mkfs.load(Ordering::SeqCst) {
             return Err(Error::internal("mkfs.ext4 failed (injected)"));
@@ -98,6 +108,10 @@ impl Mounter for RecordingMounter {
             .lock()
             .unwrap()
             .insert(target.to_path_buf(), info);
+        self.origins
+            .lock()
+            .unwrap()
+            .insert(target.to_path_buf(), device.to_path_buf());
         Ok(())
     }
 
@@ -109,15 +123,27 @@ impl Mounter for RecordingMounter {
             source: source.display().to_string(),
             options: if read_only { "ro" } else { "rw" }.into(),
         };
+        let origin = {
+            let origins = self.origins.lock().unwrap();
+            origins
+                .get(source)
+                .cloned()
+                .unwrap_or_else(|| source.to_path_buf())
+        };
         self.mounts
             .lock()
             .unwrap()
             .insert(target.to_path_buf(), info);
+        self.origins
+            .lock()
+            .unwrap()
+            .insert(target.to_path_buf(), origin);
         Ok(())
     }
 
     fn unmount(&self, target: &Path) -> Result<()> {
         self.mounts.lock().unwrap().remove(target);
+        self.origins.lock().unwrap().remove(target);
         Ok(())
     }
 
