@@ -3,6 +3,7 @@
 //! lost records, destroyed or foreign data, crashes in the middle of a first stage, plugin
 //! restarts. Nothing may be lost and nothing may be formatted over.
 
+use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
 
@@ -113,6 +114,92 @@ fn vm_revoked_token_is_permission_denied() {
     let fresh = bao.policy_token(KEK, "");
     rig.stage(&m.v, &m.staging, cap(false, "ext4"), &token_secrets(&fresh))
         .unwrap();
+}
+
+/// Loop devices whose backing file is `image` (also once it is deleted), from sysfs.
+fn loops_of(image: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in fs::read_dir("/sys/block").unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Ok(b) = fs::read_to_string(e.path().join("loop/backing_file"))
+            && b.trim_end().trim_end_matches(" (deleted)") == image.to_str().unwrap()
+        {
+            out.push(name);
+        }
+    }
+    out
+}
+
+/// The controller as deployed: its container has no `/dev/loop*` (here: its own mount
+/// namespace with an empty tmpfs on `/dev`). Its in-use check still sees a volume attached on
+/// the node (the loop devices' backing files come from sysfs) and refuses DeleteVolume, nothing
+/// removed; after NodeUnstage it deletes. A volume whose image file is removed while it is
+/// attached is still detached by NodeUnstage (the kernel shows the file as "… (deleted)").
+#[test]
+fn vm_a_controller_without_dev_sees_attached_volumes_and_unstage_detaches_a_deleted_image() {
+    require_privileged!();
+    let (bao, token) = bao();
+    let mut node = Rig::set_up(
+        Setup {
+            mode: "node".into(),
+            ..Setup::default()
+        },
+        Vec::new(),
+        Vec::new(),
+    );
+    let mut ctl = Rig::set_up(
+        Setup {
+            node_id: "controller".into(),
+            mode: "controller".into(),
+            backend: Some(vec![format!("local:{}", node.backend_dir().display())]),
+            key_dir: Some(node.key_dir()),
+            wrap: ["unshare", "--mount", "--propagation", "private", "sh", "-c"]
+                .into_iter()
+                .map(String::from)
+                .chain([r#"mount -t tmpfs none /dev && exec "$0" "$@""#.to_owned()])
+                .collect(),
+        },
+        Vec::new(),
+        Vec::new(),
+    );
+    let v = ctl
+        .create("pvc-deployed", GIB, &transit_params(&bao.url), false)
+        .unwrap();
+    node.volumes.push(v.volume_id.clone());
+    let staging = node.path("staging");
+    node.stage(&v, &staging, cap(false, "ext4"), &token_secrets(&token))
+        .unwrap();
+    let image = node.image(&v.volume_id);
+    assert_eq!(loops_of(&image).len(), 1, "attached");
+
+    let (c, msg) = code(ctl.delete(&v.volume_id));
+    assert_eq!(c, tonic::Code::FailedPrecondition, "{msg}");
+    assert!(msg.contains("still attached"), "{msg}");
+    assert!(image.exists(), "nothing removed");
+    assert!(node.record_file(&v.volume_id).exists(), "nothing removed");
+
+    node.unstage(&v.volume_id, &staging).unwrap();
+    assert!(loops_of(&image).is_empty());
+    ctl.delete(&v.volume_id).unwrap();
+    assert!(!image.exists());
+    assert!(!node.record_file(&v.volume_id).exists());
+
+    // The image file goes while the volume is staged (an operator's rm, a wiped disk).
+    let w = ctl
+        .create("pvc-file-gone", GIB, &plain_params(), false)
+        .unwrap();
+    node.stage(&w, &staging, cap(false, "ext4"), &HashMap::new())
+        .unwrap();
+    let image = node.image(&w.volume_id);
+    fs::remove_file(&image).unwrap();
+    assert_eq!(loops_of(&image).len(), 1, "still attached, file deleted");
+    node.unstage(&w.volume_id, &staging).unwrap();
+    assert!(
+        loops_of(&image).is_empty(),
+        "the deleted image's loop device is detached"
+    );
+    assert!(mount_dev(&staging).is_none());
+    ctl.delete(&w.volume_id).unwrap();
 }
 
 #[test]

@@ -73,6 +73,7 @@ fn plugin(node: &str, mode: &str, conf: &Path, client: &str, keys: Option<PathBu
             mode: mode.into(),
             backend: Some(rbd_backend(conf, client)),
             key_dir: keys,
+            wrap: Vec::new(),
         },
         Vec::new(),
         Vec::new(),

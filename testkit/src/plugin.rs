@@ -72,6 +72,9 @@ pub struct Setup {
     pub backend: Option<Vec<String>>,
     /// The `dir:` key store; `None`: `<rig>/keys`. Two plugins of one cluster share one.
     pub key_dir: Option<PathBuf>,
+    /// A command the driver runs under (it `exec`s the driver with its arguments appended),
+    /// such as `unshare` and a shell that hides `/dev` as a container would; empty: none.
+    pub wrap: Vec<String>,
 }
 
 impl Default for Setup {
@@ -81,6 +84,7 @@ impl Default for Setup {
             mode: "all".into(),
             backend: None,
             key_dir: None,
+            wrap: Vec::new(),
         }
     }
 }
@@ -147,7 +151,14 @@ impl Rig {
     pub fn start(&mut self) {
         self.starts += 1;
         let log = self.path(&format!("driver-{}.log", self.starts));
-        let mut cmd = Command::new(driver_bin());
+        let mut cmd = match self.setup.wrap.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(driver_bin());
+                c
+            }
+            None => Command::new(driver_bin()),
+        };
         cmd.arg("serve")
             .arg("--endpoint")
             .arg(format!("unix://{}", self.sock().display()))
