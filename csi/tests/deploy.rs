@@ -525,12 +525,11 @@ fn the_containerfile_builds_the_driver_on_debian_slim_without_cryptsetup_or_the_
     for pkg in ["libdevmapper-dev", "librbd-dev", "librados-dev"] {
         assert!(build.contains(pkg), "the build stage lacks {pkg}");
     }
-    // Our own code on the attach path: no LUKS tools, no `rbd` CLI.
+    // Our own code on the attach path: no LUKS tools, no `rbd` CLI, no losetup or mount.
     for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
-        assert!(
-            !line.contains("cryptsetup") && !line.contains("ceph-common"),
-            "no cryptsetup or ceph-common in the image: {line}"
-        );
+        for tool in ["cryptsetup", "ceph-common", " mount ", "util-linux"] {
+            assert!(!line.contains(tool), "no {tool} in the image: {line}");
+        }
     }
     assert!(runtime.contains("onmetal-csi-driver"));
 }
