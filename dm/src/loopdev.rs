@@ -234,14 +234,50 @@ pub fn set_capacity(dev: &LoopDevice) -> Result<()> {
 /// its old path followed by `" (deleted)"`; that counts as a match too (the device still holds
 /// the file, so detaching it is what a caller wants), which means a new file made at the path of
 /// a deleted but still attached one also finds the old device.
+///
+/// `backing_file` shows the path as the mount namespace that attached the device sees it (a
+/// node plugin's container, or one that is gone: then the path is relative to the mount the file
+/// was reached through). A device whose backing file has the same name under another path is
+/// `backing`'s too when its status (`LOOP_GET_STATUS64`) names `backing`'s device and inode.
 pub fn find(backing: &Path) -> Result<Vec<LoopDevice>> {
-    find_in(Path::new(SYS_BLOCK), backing)
+    find_in(Path::new(SYS_BLOCK), backing, Match::Verified)
+}
+
+/// Every loop device whose backing file has `backing`'s file name, under whatever path (also
+/// deleted): what a process that cannot open the loop devices (a controller's container has no
+/// `/dev/loop*`) or sees another mount namespace can tell. For "is it still attached anywhere",
+/// where a false yes only refuses, never a lookup that acts on the device.
+pub fn find_by_name(backing: &Path) -> Result<Vec<LoopDevice>> {
+    find_in(Path::new(SYS_BLOCK), backing, Match::Name)
+}
+
+/// How [`find_in`] matches a backing file shown under another path.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Match {
+    /// Same name, and the device's status names the file's device and inode.
+    Verified,
+    /// Same name.
+    Name,
+}
+
+/// Whether loop device `number` is backed by the file `backing` is (device and inode).
+fn backed_by(number: u32, backing: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = fs::metadata(backing) else {
+        return false;
+    };
+    let Ok(f) = LoopDevice::new(number).open() else {
+        return false;
+    };
+    sys::loop_get_status64(f.as_fd())
+        .is_ok_and(|info| info.backing_id() == (meta.dev(), meta.ino()))
 }
 
 /// [`find`] in a sysfs block directory `sys_block` (a fake one in the tests).
-fn find_in(sys_block: &Path, backing: &Path) -> Result<Vec<LoopDevice>> {
-    let want = canonical(backing);
-    let want = want.as_os_str().as_bytes();
+fn find_in(sys_block: &Path, backing: &Path, how: Match) -> Result<Vec<LoopDevice>> {
+    let canon = canonical(backing);
+    let want = canon.as_os_str().as_bytes();
+    let file_name = canon.file_name().map(|n| n.as_bytes());
     let entries = fs::read_dir(sys_block).map_err(|e| Error::loop_dev("list", sys_block, e))?;
     let mut out = Vec::new();
     for ent in entries {
@@ -264,7 +300,17 @@ fn find_in(sys_block: &Path, backing: &Path) -> Result<Vec<LoopDevice>> {
         };
         let file = text.strip_suffix(b"\n").unwrap_or(&text);
         let file = file.strip_suffix(DELETED).unwrap_or(file);
-        if file == want {
+        let same_name = file_name.is_some_and(|n| {
+            file.strip_suffix(n)
+                .is_some_and(|dir| dir.is_empty() || dir.ends_with(b"/"))
+        });
+        let found = file == want
+            || (same_name
+                && match how {
+                    Match::Name => true,
+                    Match::Verified => backed_by(number, backing),
+                });
+        if found {
             out.push(LoopDevice::new(number));
         }
     }
@@ -341,7 +387,7 @@ mod tests {
         let dotted = files.path().join("sub/../a.img");
         fs::create_dir(files.path().join("sub")).unwrap();
         for p in [&img, &link, &dotted] {
-            let found = find_in(sys.path(), p).unwrap();
+            let found = find_in(sys.path(), p, Match::Verified).unwrap();
             assert_eq!(
                 found,
                 vec![LoopDevice::new(3), LoopDevice::new(12)],
@@ -353,11 +399,38 @@ mod tests {
         fs::remove_file(&img).unwrap();
         assert_eq!(found_numbers(sys.path(), &img), vec![3, 12]);
         assert!(found_numbers(sys.path(), &files.path().join("none.img")).is_empty());
-        assert!(find_in(&files.path().join("no-sysfs"), &other).is_err());
+        assert!(find_in(&files.path().join("no-sysfs"), &other, Match::Verified).is_err());
     }
 
     fn found_numbers(sys: &Path, p: &Path) -> Vec<u32> {
-        find_in(sys, p).unwrap().iter().map(|d| d.number).collect()
+        numbers(sys, p, Match::Verified)
+    }
+
+    fn numbers(sys: &Path, p: &Path, how: Match) -> Vec<u32> {
+        find_in(sys, p, how)
+            .unwrap()
+            .iter()
+            .map(|d| d.number)
+            .collect()
+    }
+
+    #[test]
+    fn another_namespaces_path_matches_by_name_only_where_unverified_is_safe() {
+        let files = tempfile::tempdir().unwrap();
+        let img = files.path().join("pvc-1.img");
+        fs::write(&img, b"").unwrap();
+        // As a container whose root is elsewhere (or a gone one) shows the same file, and a
+        // file whose name only ends the same.
+        // (Numbers no machine has: the verified lookup tries to open the real /dev/loopN.)
+        let sys = fake(&[
+            ("loop901", Some(b"/newroot/var/lib/volumes/pvc-1.img\n")),
+            ("loop902", Some(b"/pvc-1.img (deleted)\n")),
+            ("loop903", Some(b"/elsewhere/xpvc-1.img\n")),
+            ("loop904", Some(b"pvc-1.img\n")),
+        ]);
+        assert_eq!(numbers(sys.path(), &img, Match::Name), vec![901, 902, 904]);
+        // The devices cannot be opened to check device and inode: no match.
+        assert!(numbers(sys.path(), &img, Match::Verified).is_empty());
     }
 
     #[test]

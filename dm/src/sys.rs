@@ -172,6 +172,7 @@ pub(crate) const LO_FLAGS_DIRECT_IO: u32 = 16;
 const LOOP_SET_FD: u32 = 0x4C00;
 const LOOP_CLR_FD: u32 = 0x4C01;
 const LOOP_SET_STATUS64: u32 = 0x4C04;
+const LOOP_GET_STATUS64: u32 = 0x4C05;
 const LOOP_SET_CAPACITY: u32 = 0x4C07;
 const LOOP_SET_DIRECT_IO: u32 = 0x4C08;
 const LOOP_CONFIGURE: u32 = 0x4C0A;
@@ -215,6 +216,11 @@ const _: () = assert!(size_of::<LoopInfo64>() == 232);
 const _: () = assert!(size_of::<LoopConfig>() == 304);
 
 impl LoopInfo64 {
+    /// The backing file's device and inode number, as `stat` reports them (`st_dev`, `st_ino`).
+    pub(crate) fn backing_id(&self) -> (u64, u64) {
+        (self.lo_device, self.lo_inode)
+    }
+
     /// All zero: no offset, no size limit, no flags, no name.
     pub(crate) fn zeroed() -> Self {
         LoopInfo64 {
@@ -303,6 +309,25 @@ pub(crate) fn loop_set_status64(dev: BorrowedFd<'_>, info: &LoopInfo64) -> io::R
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// `ioctl(loop, LOOP_GET_STATUS64, &info)`: the device's status, with its backing file's device
+/// and inode.
+pub(crate) fn loop_get_status64(dev: BorrowedFd<'_>) -> io::Result<LoopInfo64> {
+    let mut info = LoopInfo64::zeroed();
+    // SAFETY: `info` is a valid, writable `struct loop_info64` (repr(C), 232 bytes as in the
+    // kernel) that outlives the call; LOOP_GET_STATUS64 writes exactly that struct.
+    let r = unsafe {
+        libc::ioctl(
+            dev.as_raw_fd(),
+            LOOP_GET_STATUS64 as _,
+            std::ptr::from_mut(&mut info),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(info)
 }
 
 /// `ioctl(loop, LOOP_SET_DIRECT_IO, on)`.

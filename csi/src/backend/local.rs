@@ -87,12 +87,19 @@ impl LocalBackend {
     }
 
     /// The loop devices backed by the volume's image (normally zero or one).
+    /// The loop devices of `id`'s image (also once the file is deleted: unstage still detaches).
     fn loops(&self, id: &VolumeId) -> Result<Vec<LoopDevice>> {
         let image = self.image(id);
-        if !image.exists() {
-            return Ok(Vec::new());
-        }
         dm::loopdev::find(&image).map_err(|e| loop_error("finding the loop device of", &image, e))
+    }
+
+    /// Whether `id`'s image looks attached anywhere on this machine, as a process without the
+    /// loop devices and in another mount namespace (the deployed controller) can tell: by the
+    /// backing file's name.
+    fn attached_anywhere(&self, id: &VolumeId) -> Result<Vec<LoopDevice>> {
+        let image = self.image(id);
+        dm::loopdev::find_by_name(&image)
+            .map_err(|e| loop_error("finding the loop device of", &image, e))
     }
 }
 
@@ -155,7 +162,7 @@ impl LocalBackend {
 
     fn delete_now(&self, id: &VolumeId) -> Result<()> {
         let _lock = self.lock()?;
-        let attached = self.loops(id)?;
+        let attached = self.attached_anywhere(id)?;
         if let Some(dev) = attached.first() {
             return Err(Error::new(
                 Kind::FailedPrecondition,
