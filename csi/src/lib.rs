@@ -15,13 +15,15 @@
 //!   behind [`crypt::mapper::Mapper`], the KMS behind [`crypt::keys::KeyWrapper`], and
 //!   [`crypt::restore_header`] (rebuilding a destroyed header for `volume restore-header`).
 //! - [`backend`]: where volumes come from (trait; the `local` backend of sparse files and loop
-//!   devices; how a provider backend plugs in).
+//!   devices, the `rbd` backend of Ceph RBD images; how a provider backend plugs in).
 //! - [`keystore`]: where wrapped-key records live (trait; the `dir` store; the `kube` store of
 //!   Secrets).
 //! - [`params`]: StorageClass parameters and the volume context; [`capability`]: access modes;
-//!   [`locks`], [`metrics`], [`volume_id`].
-//! - [`host`]: the leaf under everything: commands and the blocking pool, filesystem types,
-//!   mounts, step timing.
+//!   [`locks`] (one operation per volume; the work owns the lock past the CO's deadline),
+//!   [`metrics`], [`volume_id`].
+//! - [`host`]: the leaf under everything: commands (bounded) and the blocking pool, filesystem
+//!   types, mounts (and whether one shows a volume), the paths node requests may name, step
+//!   timing.
 //! - [`error`]: the one error type and its one mapping to gRPC codes.
 //! - [`proto`]: the CSI protocol, generated from `proto/csi.proto` (written from the spec).
 //!
