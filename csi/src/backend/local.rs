@@ -121,6 +121,26 @@ fn direct_io(path: &Path) -> bool {
 
 /// The blocking work of the [`Backend`] methods (run on the blocking pool, see below).
 impl LocalBackend {
+    /// RESOURCE_EXHAUSTED unless the backing filesystem has `bytes` free now. Images are sparse
+    /// (thin: the room is taken as the volume is written), so volumes together may promise more
+    /// than the filesystem holds, as on any thin-provisioned storage; but a volume, or a growth,
+    /// that the filesystem could not hold even if nothing else were written is refused.
+    fn ensure_room(&self, bytes: u64, what: &str) -> Result<()> {
+        let st = rustix::fs::statvfs(&self.dir)
+            .map_err(|e| Error::io(format!("statvfs {}", self.dir.display()), e.into()))?;
+        let free = st.f_bavail.saturating_mul(st.f_frsize);
+        if bytes > free {
+            return Err(Error::new(
+                Kind::ResourceExhausted,
+                format!(
+                    "cannot {what} by {bytes} bytes: the backing filesystem of {} has {free} bytes                      free",
+                    self.dir.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn create_now(
         &self,
         id: &VolumeId,
@@ -132,6 +152,9 @@ impl LocalBackend {
             return Ok(existing);
         }
         let image = self.image(id);
+        if !image.exists() {
+            self.ensure_room(capacity, "create")?;
+        }
         // A crash between the image and its metadata leaves a blank sparse image: reuse it.
         // 0600: a plain volume's data is in the clear in this file.
         let f = OpenOptions::new()
@@ -190,6 +213,7 @@ impl LocalBackend {
         if cur.capacity >= capacity {
             return Ok(cur.capacity);
         }
+        self.ensure_room(capacity - cur.capacity, "grow")?;
         let image = self.image(id);
         OpenOptions::new()
             .write(true)
@@ -356,6 +380,25 @@ mod tests {
         b.delete(&id).await.unwrap();
         assert!(b.get(&id).await.unwrap().is_none());
         assert!(b.expand(&id, 1).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn what_the_backing_filesystem_cannot_hold_is_resource_exhausted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = LocalBackend::open(tmp.path()).unwrap();
+        let st = rustix::fs::statvfs(tmp.path()).unwrap();
+        let free = st.f_bavail * st.f_frsize;
+        let too_big = (free + (1 << 30)).next_multiple_of(1 << 20);
+        let id = VolumeId::parse("pvc-huge").unwrap();
+        let e = b.create(&id, too_big, &BTreeMap::new()).await.unwrap_err();
+        assert_eq!(e.kind(), Kind::ResourceExhausted, "{e}");
+        assert!(b.get(&id).await.unwrap().is_none(), "nothing made");
+        assert!(!b.image(&id).exists());
+        // A volume that fits is made; growing it past the room is refused, its size kept.
+        let v = b.create(&id, 1 << 20, &BTreeMap::new()).await.unwrap();
+        let e = b.expand(&id, too_big).await.unwrap_err();
+        assert_eq!(e.kind(), Kind::ResourceExhausted, "{e}");
+        assert_eq!(b.get(&id).await.unwrap().unwrap().capacity, v.capacity);
     }
 
     /// The backend's lock is an `flock` that waits. A node call waits for it on the blocking
