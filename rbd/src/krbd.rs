@@ -188,11 +188,17 @@ fn add_request(req: &MapRequest<'_>) -> Result<Zeroizing<String>> {
     Ok(s)
 }
 
-/// Reads a sysfs attribute, trimmed; `None` if it does not exist.
+/// Whether a sysfs read failed because the device is gone or going (a concurrent unmap):
+/// `ENOENT` once its directory is removed, `ENODEV` while its attributes are torn down.
+fn vanished(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENODEV)
+}
+
+/// Reads a sysfs attribute, trimmed; `None` if it does not exist (or its device is going).
 fn attr(dir: &Path, name: &str) -> Result<Option<String>> {
     match std::fs::read_to_string(dir.join(name)) {
         Ok(s) => Ok(Some(s.trim().to_owned())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) if vanished(&e) => Ok(None),
         Err(e) => Err(Error::io(format!("read {}", dir.join(name).display()), e)),
     }
 }
@@ -202,7 +208,7 @@ fn attr(dir: &Path, name: &str) -> Result<Option<String>> {
 fn config_name(dir: &Path) -> Result<Option<String>> {
     let text = match std::fs::read_to_string(dir.join("config_info")) {
         Ok(s) => Zeroizing::new(s),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if vanished(&e) => return Ok(None),
         Err(e) => {
             return Err(Error::io(
                 format!("read {}", dir.join("config_info").display()),
@@ -294,22 +300,18 @@ impl KernelRbd {
                 continue;
             };
             let d = entry.path();
-            // A device being removed disappears between reads: skip it.
+            // A device being removed (another volume's unmap, at the same time) disappears
+            // between reads, attribute by attribute: skip it.
             let (Some(pool), Some(image)) = (attr(&d, "pool")?, attr(&d, "name")?) else {
                 continue;
             };
             let snap = attr(&d, "current_snap")?.filter(|s| s != "-" && !s.is_empty());
-            let num = |name: &str| -> Result<u32> {
-                attr(&d, name)?.and_then(|v| v.parse().ok()).ok_or_else(|| {
-                    Error::new(
-                        ErrorKind::Other,
-                        format!("read {}", d.display()),
-                        format!("no {name}"),
-                    )
-                })
+            let Some(major) = attr(&d, "major")?.and_then(|v| v.parse().ok()) else {
+                continue;
             };
-            let major = num("major")?;
-            let minor = attr(&d, "minor")?.and_then(|v| v.parse().ok()).unwrap_or(0);
+            let Some(minor) = attr(&d, "minor")?.and_then(|v| v.parse().ok()) else {
+                continue;
+            };
             out.push(Mapping {
                 id,
                 pool,
@@ -590,6 +592,12 @@ mod tests {
         fake.device(1, "rbd", "b", "snap1");
         fake.device(10, "other", "a", "-");
         std::fs::create_dir(fake.dir.path().join("devices/2")).expect("half-removed device");
+        // Torn down further by a concurrent unmap: its name still there, its numbers gone (what
+        // 50 concurrent unstages met: "no major").
+        let d3 = fake.dir.path().join("devices/3");
+        std::fs::create_dir(&d3).expect("dir");
+        std::fs::write(d3.join("pool"), "rbd\n").expect("pool");
+        std::fs::write(d3.join("name"), "c\n").expect("name");
         let rbd = fake.rbd();
         let ids: Vec<u32> = rbd.mappings().expect("list").iter().map(|m| m.id).collect();
         assert_eq!(ids, vec![0, 1, 10]);

@@ -2,6 +2,7 @@
 //! async runtime.
 
 use std::io::Read;
+use std::os::fd::AsFd;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -41,21 +42,18 @@ pub fn run_bounded(cmd: &mut Command, bound: Duration) -> Result<String> {
             }
             _ => Error::io(format!("running {what}"), e),
         })?;
-    // The pipes are drained beside the wait, so a chatty command never blocks on a full pipe.
-    let drain = |r: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_end(&mut buf);
-            }
-            buf
-        })
-    };
-    let out_t = drain(child.stdout.take().map(|s| Box::new(s) as _));
-    let err_t = drain(child.stderr.take().map(|s| Box::new(s) as _));
+    // The pipes are drained in the wait loop itself (non-blocking reads), so a chatty command
+    // never blocks on a full pipe and no thread is spawned per command.
+    let mut pipes = [
+        child.stdout.take().map(Pipe::new).transpose()?,
+        child.stderr.take().map(Pipe::new).transpose()?,
+    ];
     let start = Instant::now();
     let mut pause = Duration::from_millis(1);
     let status = loop {
+        for p in pipes.iter_mut().flatten() {
+            p.drain();
+        }
         if let Some(st) = child
             .try_wait()
             .map_err(|e| Error::io(format!("waiting for {what}"), e))?
@@ -76,10 +74,17 @@ pub fn run_bounded(cmd: &mut Command, bound: Duration) -> Result<String> {
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(20));
     };
+    let [out_p, err_p] = pipes.map(|p| {
+        p.map(|mut p| {
+            p.drain();
+            p.buf
+        })
+        .unwrap_or_default()
+    });
     let out = std::process::Output {
         status,
-        stdout: out_t.join().unwrap_or_default(),
-        stderr: err_t.join().unwrap_or_default(),
+        stdout: out_p,
+        stderr: err_p,
     };
     if !out.status.success() {
         return Err(Error::internal(format!(
@@ -93,6 +98,41 @@ pub fn run_bounded(cmd: &mut Command, bound: Duration) -> Result<String> {
         )));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// One of a command's output pipes, read without blocking.
+struct Pipe {
+    r: Box<dyn Read + Send>,
+    buf: Vec<u8>,
+    open: bool,
+}
+
+impl Pipe {
+    fn new<R: Read + AsFd + Send + 'static>(r: R) -> Result<Self> {
+        let flags = rustix::fs::fcntl_getfl(&r)
+            .map_err(|e| Error::io("fcntl(F_GETFL) of a pipe", e.into()))?;
+        rustix::fs::fcntl_setfl(&r, flags | rustix::fs::OFlags::NONBLOCK)
+            .map_err(|e| Error::io("fcntl(F_SETFL) of a pipe", e.into()))?;
+        Ok(Pipe {
+            r: Box::new(r),
+            buf: Vec::new(),
+            open: true,
+        })
+    }
+
+    /// Reads what is there now (until the pipe would block or ends).
+    fn drain(&mut self) {
+        let mut chunk = [0u8; 4096];
+        while self.open {
+            match self.r.read(&mut chunk) {
+                Ok(0) => self.open = false,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(_) => self.open = false,
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -114,5 +154,12 @@ mod tests {
         let e = run(Command::new("sh").args(["-c", "echo bad >&2; exit 3"])).unwrap_err();
         assert!(e.message().contains("bad"), "{e}");
         assert!(e.message().contains("exit status: 3"), "{e}");
+    }
+
+    #[test]
+    fn a_command_that_writes_more_than_a_pipe_holds_finishes() {
+        // 1 MiB on stdout: far more than a pipe's 64 KiB buffer.
+        let out = run(Command::new("head").args(["-c", "1048576", "/dev/zero"])).unwrap();
+        assert_eq!(out.len(), 1 << 20);
     }
 }
