@@ -89,7 +89,13 @@ struct Inner {
     mons: Vec<SocketAddr>,
     krbd: KernelRbd,
     cluster: Mutex<Option<Cluster>>,
+    /// Attaches that hold an open image at once: each open image is librbd's whole image
+    /// context (about 1 MiB), so 50 concurrent stages would hold 50 of them.
+    attaching: tokio::sync::Semaphore,
 }
+
+/// How many attaches run at once (the others wait their turn before their Ceph calls start).
+pub const CONCURRENT_ATTACHES: usize = 8;
 
 /// What [`RbdBackend::release`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -154,6 +160,7 @@ impl RbdBackend {
                 mons,
                 krbd,
                 cluster: Mutex::new(None),
+                attaching: tokio::sync::Semaphore::new(CONCURRENT_ATTACHES),
             }),
         })
     }
@@ -621,6 +628,12 @@ impl Backend for RbdBackend {
 
     async fn attach(&self, id: &VolumeId) -> Result<Attachment> {
         let id = id.clone();
+        let _turn = self
+            .inner
+            .attaching
+            .acquire()
+            .await
+            .map_err(|_| Error::internal("the attach queue is closed"))?;
         self.bounded("attach", move |b| b.attach_now(&id)).await
     }
 
