@@ -197,6 +197,10 @@ fn mount_cap() -> proto::VolumeCapability {
 #[derive(Debug, Clone, Copy, Default)]
 struct Proc {
     rss_kib: u64,
+    /// Of the RSS: anonymous memory (heap, stacks) and file pages (the program and its shared
+    /// libraries, librados/librbd among them).
+    anon_kib: u64,
+    file_kib: u64,
     hwm_kib: u64,
     threads: u64,
     fds: u64,
@@ -215,6 +219,8 @@ fn proc_now(pid: u32) -> Result<Proc> {
     let fds = fs::read_dir(format!("/proc/{pid}/fd"))?.count() as u64;
     Ok(Proc {
         rss_kib: status_field(&status, "VmRSS"),
+        anon_kib: status_field(&status, "RssAnon"),
+        file_kib: status_field(&status, "RssFile"),
         hwm_kib: status_field(&status, "VmHWM"),
         threads: status_field(&status, "Threads"),
         fds,
@@ -1030,7 +1036,8 @@ fn main() -> Result<()> {
     let _ = writeln!(out, "{}", phase("NodeUnstage", &s.unstage2));
     let _ = writeln!(
         out,
-        "\n| plugin | RSS (MiB) | open fds | threads |\n|---|---:|---:|---:|"
+        "\n| plugin | RSS (MiB) | of it anonymous / file pages (MiB) | open fds | threads |\n\
+         |---|---:|---:|---:|---:|"
     );
     for (name, p) in [
         ("before (idle, nothing staged)", s.before),
@@ -1039,15 +1046,17 @@ fn main() -> Result<()> {
     ] {
         let _ = writeln!(
             out,
-            "| {name} | {:.1} | {} | {} |",
+            "| {name} | {:.1} | {:.1} / {:.1} | {} | {} |",
             mib(p.rss_kib),
+            mib(p.anon_kib),
+            mib(p.file_kib),
             p.fds,
             p.threads
         );
     }
     let _ = writeln!(
         out,
-        "| idle with {} staged | {:.1} | {} | {} |",
+        "| idle with {} staged | {:.1} | | {} | {} |",
         s.n,
         mib(s.idle_rss_kib),
         s.idle_fds,
