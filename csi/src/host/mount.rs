@@ -45,11 +45,11 @@ pub struct Usage {
 pub trait Mounter: Send + Sync + std::fmt::Debug {
     /// The mount at exactly `target`, if any.
     fn mounted(&self, target: &Path) -> Result<Option<MountInfo>>;
-    /// Whether the mount at `target` shows `source`: a filesystem on the block device
-    /// `source`, a bind of it, or a bind of the directory or device node `source` itself
-    /// (false when nothing is mounted at `target`). What the driver checks before it takes a
-    /// mount for its own: it never reuses, unmounts or removes another volume's mount.
-    fn shows(&self, target: &Path, source: &Path) -> Result<bool>;
+    /// Whether `mount` (what [`Mounter::mounted`] found) shows `source`: a filesystem on the
+    /// block device `source`, a bind of it, or a bind of the directory or device node `source`
+    /// itself. What the driver checks before it takes a mount for its own: it never reuses,
+    /// unmounts or removes another volume's mount.
+    fn shows(&self, mount: &MountInfo, source: &Path) -> Result<bool>;
     /// Makes a filesystem on `device`.
     fn mkfs(&self, device: &Path, fs: FsType) -> Result<()>;
     /// Mounts `device` (a filesystem of type `fs`) on `target` with `options`.
@@ -121,26 +121,16 @@ impl Mounter for SystemMounter {
             .find(|m| m.target == target))
     }
 
-    fn shows(&self, target: &Path, source: &Path) -> Result<bool> {
+    fn shows(&self, mount: &MountInfo, source: &Path) -> Result<bool> {
         use std::os::unix::fs::{FileTypeExt, MetadataExt};
-        let Some(m) = self.mounted(target)? else {
-            return Ok(false);
-        };
         let stat =
             |p: &Path| fs::metadata(p).map_err(|e| Error::io(format!("stat {}", p.display()), e));
         let src = stat(source)?;
-        if src.file_type().is_block_device()
-            && m.dev
-                == format!(
-                    "{}:{}",
-                    rustix::fs::major(src.rdev()),
-                    rustix::fs::minor(src.rdev())
-                )
-        {
+        if src.file_type().is_block_device() && mount.dev == dev_text(src.rdev()) {
             return Ok(true);
         }
         // A bind mount: the target is the source's own inode.
-        let tgt = stat(target)?;
+        let tgt = stat(&mount.target)?;
         Ok(tgt.dev() == src.dev() && tgt.ino() == src.ino())
     }
 
@@ -431,11 +421,12 @@ pub fn device_number(device: &Path) -> Result<String> {
     let rdev = fs::metadata(device)
         .map_err(|e| Error::io(format!("stat {}", device.display()), e))?
         .rdev();
-    Ok(format!(
-        "{}:{}",
-        rustix::fs::major(rdev),
-        rustix::fs::minor(rdev)
-    ))
+    Ok(dev_text(rdev))
+}
+
+/// A device number as mountinfo writes it (`major:minor`).
+fn dev_text(rdev: u64) -> String {
+    format!("{}:{}", rustix::fs::major(rdev), rustix::fs::minor(rdev))
 }
 
 #[cfg(test)]

@@ -28,11 +28,6 @@ impl PathRules {
         PathRules { roots }
     }
 
-    /// The directories.
-    pub fn roots(&self) -> &[PathBuf] {
-        &self.roots
-    }
-
     /// `path` (the request's `field`) if it is absolute, has no `.` or `..` component, lies
     /// strictly under one of the roots, and still does after symbolic links are resolved (as
     /// far as the path exists). Anything else is INVALID_ARGUMENT naming the field.

@@ -177,7 +177,7 @@ async fn mount_staging(
     encrypted: bool,
 ) -> Result<bool> {
     if let Some(m) = d.mounter.mounted(staging)? {
-        if d.mounter.shows(staging, device)? {
+        if d.mounter.shows(&m, device)? {
             return Ok(false);
         }
         return Err(Error::new(
@@ -259,7 +259,7 @@ async fn our_mount(d: &Driver, id: &VolumeId, path: &Path) -> Result<bool> {
         return Ok(false);
     };
     let ours = match staged_device(d, id).await? {
-        Some(dev) => d.mounter.shows(path, &dev)?,
+        Some(dev) => d.mounter.shows(&m, &dev)?,
         None => false,
     };
     if !ours {

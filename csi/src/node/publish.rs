@@ -57,7 +57,7 @@ pub async fn publish(
         // Published already (a retry): the same source with the same access is OK; anything
         // else at the target is another publish, left alone.
         let mounted_ro = m.options.split(',').any(|o| o == "ro");
-        if !d.mounter.shows(target, &source)? {
+        if !d.mounter.shows(&m, &source)? {
             return Err(Error::new(
                 Kind::AlreadyExists,
                 format!(

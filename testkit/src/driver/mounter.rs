@@ -65,12 +65,9 @@ impl Mounter for RecordingMounter {
         Ok(self.mounts.lock().unwrap().get(target).cloned())
     }
 
-    fn shows(&self, target: &Path, source: &Path) -> Result<bool> {
-        let Some(m) = self.mounts.lock().unwrap().get(target).cloned() else {
-            return Ok(false);
-        };
-        let origin = self.origins.lock().unwrap().get(target).cloned();
-        Ok(Path::new(&m.source) == source || origin.as_deref() == Some(source))
+    fn shows(&self, mount: &MountInfo, source: &Path) -> Result<bool> {
+        let origin = self.origins.lock().unwrap().get(&mount.target).cloned();
+        Ok(Path::new(&mount.source) == source || origin.as_deref() == Some(source))
     }
 
     fn mkfs(&self, device: &Path, fs: FsType) -> Result<()> {
