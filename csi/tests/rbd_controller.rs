@@ -5,7 +5,7 @@
 //! the driver's images, paged), GetCapacity from the pool, ControllerExpandVolume (grows, never
 //! shrinks), DeleteVolume (gone, repeatable, unknown IDs OK, an image in use refused with
 //! nothing removed), a stopped monitor (UNAVAILABLE within the bound, then back) and a pool at
-//! its quota (RESOURCE_EXHAUSTED, nothing made).
+//! its quota (RESOURCE_EXHAUSTED, nothing made; NodeStage refused before the map).
 //!
 //! Without the Ceph binaries the tests skip with a message; with `CI=true` that is a failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use csi::capability::capability;
 use csi::proto;
 use csi::proto::controller_client::ControllerClient;
+use csi::proto::node_client::NodeClient;
 use csi::proto::volume_capability::access_mode::Mode;
 use testkit::ceph::{CLIENT_ID, CephCluster, OSD_BYTES, POOL};
 use tonic::Code;
@@ -35,7 +36,7 @@ struct Driver {
     child: Child,
     /// The driver lives in a `static` (never dropped): this ends it with the test process.
     _reaper: testkit::cmd::Reaper,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     ch: Channel,
     rt: tokio::runtime::Runtime,
 }
@@ -64,11 +65,15 @@ fn start(c: &CephCluster) -> Driver {
         .args([
             "--node-id",
             "controller",
+            // All services: the node's check before a map runs on the host too (it refuses
+            // before anything needs the kernel's RBD client).
             "--mode",
-            "controller",
+            "all",
             "--backend",
             "rbd",
         ])
+        .arg("--kubelet-dir")
+        .arg(dir.path())
         .arg("--ceph-conf")
         .arg(c.conf())
         .args(["--ceph-id", CLIENT_ID])
@@ -90,7 +95,7 @@ fn start(c: &CephCluster) -> Driver {
     Driver {
         _reaper: testkit::cmd::reap_on_exit(child.id()),
         child,
-        _dir: dir,
+        dir,
         ch,
         rt,
     }
@@ -548,6 +553,26 @@ fn a_full_pool_is_resource_exhausted_and_nothing_is_made() {
         assert_eq!(image_size(c, &n), None, "nothing was created");
         let again = d.create(create_req(&made, 8 * MIB, in_pool(&[]))).unwrap();
         assert_eq!(again.volume_id, v.volume_id);
+        // NodeStage of the existing volume: refused before the map (its first write would
+        // wait in the kernel), nothing mapped.
+        let staging = d.dir.path().join("staging");
+        let e =
+            d.rt.block_on(NodeClient::new(d.ch.clone()).node_stage_volume(
+                proto::NodeStageVolumeRequest {
+                    volume_id: v.volume_id.clone(),
+                    staging_target_path: staging.display().to_string(),
+                    volume_capability: Some(capability(false, "ext4", Mode::SingleNodeWriter)),
+                    volume_context: v.volume_context.clone(),
+                    ..Default::default()
+                },
+            ))
+            .unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+        assert!(e.message().contains("nothing was mapped"), "{e:?}");
+        assert!(
+            rbd::KernelRbd::new().find(POOL, &made).unwrap().is_none(),
+            "nothing mapped"
+        );
         let avail =
             d.rt.block_on(d.ctl().get_capacity(proto::GetCapacityRequest {
                 parameters: in_pool(&[]),
